@@ -1,0 +1,5 @@
+"""Dynamics-and-reward networks."""
+
+from meta_mbrl.models.mlp import DynamicsMLP
+
+__all__ = ["DynamicsMLP"]

@@ -1,0 +1,6 @@
+"""Meta-training loop, checkpoints and logging."""
+
+from meta_mbrl.training.checkpoint import learner_from_checkpoint, load_checkpoint, save_checkpoint
+from meta_mbrl.training.loop import meta_train
+
+__all__ = ["meta_train", "save_checkpoint", "load_checkpoint", "learner_from_checkpoint"]
