@@ -1,0 +1,126 @@
+"""Run configuration: frozen dataclasses, one docstring per field; the CLI is generated from them."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+from dataclasses import dataclass
+
+__all__ = ["TrainConfig", "PRESETS", "make_config", "field_docs"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``meta-mbrl train`` does: collect, meta-train, then the few-shot benchmark."""
+
+    suite: str = "ml10"
+    """Task suite name (``task_suites.make``): ml10, ml45, ml1:<env>, custom:<a,b>|<c>, point-mass."""
+    seed: int = 0
+    """Seed of the suite's goals, the data collection and training."""
+    device: str = "cpu"
+    """Torch device, e.g. cpu or cuda."""
+    tasks_per_class: int = 10
+    """Training tasks (goals) used per training class; 0 means all."""
+    episodes_per_task: int = 1
+    """Episodes collected on each training task."""
+    policy: str = "colored-noise"
+    """Exploration policy for training data: uniform, colored-noise or ou."""
+    hidden: tuple[int, ...] = (200, 200, 200)
+    """Hidden layer widths of the dynamics-and-reward MLP."""
+    gaussian: bool = False
+    """Gaussian NLL model (predicts a variance) instead of deterministic MSE."""
+    reward_weight: float = 1.0
+    """Weight of the reward term against the mean over observation dims in the loss."""
+    learner: str = "maml"
+    """Meta-learner name."""
+    inner_lr: float = 0.01
+    """Inner-loop SGD step size (GrBAL: 0.01)."""
+    inner_steps: int = 1
+    """Inner-loop SGD steps (GrBAL: 1)."""
+    first_order: bool = False
+    """First-order MAML (no second-order terms)."""
+    meta_sgd: bool = False
+    """Learn per-parameter inner learning rates (Meta-SGD)."""
+    steps: int = 2000
+    """Outer (meta) training steps."""
+    tasks_per_batch: int = 10
+    """Tasks per meta-batch."""
+    support: int = 16
+    """Support (adaptation) transitions per task window (GrBAL: 16)."""
+    query: int = 16
+    """Query transitions following the support window (GrBAL: 16)."""
+    outer_lr: float = 1e-3
+    """Outer Adam learning rate."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints."""
+    log_every: int = 50
+    """Steps between log rows."""
+    tensorboard: bool = False
+    """Also write TensorBoard logs (needs the tensorboard extra)."""
+    kshot_ks: tuple[int, ...] = (8, 32, 128)
+    """Context sizes K of the few-shot benchmark."""
+    kshot_tasks_per_class: int = 1
+    """Test tasks (goals) per held-out class in the few-shot benchmark."""
+    kshot_windows: int = 8
+    """Evaluation points per test task."""
+    kshot_eval_episodes: int = 2
+    """Episodes collected per test task for contexts and evaluation."""
+    kshot_eval_length: int = 32
+    """Transitions after each context on which the 1-step metrics are taken (>= 10 for dyn_mse_h10)."""
+    oracle_transitions: int = 20_000
+    """Transitions of each test task the oracle model is trained on."""
+    oracle_steps: int = 3000
+    """Adam steps (batch 256) to train each oracle."""
+    scratch_steps: int = 300
+    """Adam steps (full batch) to train each scratch model on the K context transitions."""
+
+
+PRESETS: dict[str, dict] = {
+    "quick": {},
+    "full": dict(tasks_per_class=0, episodes_per_task=2, hidden=(512, 512, 512), steps=20_000,
+                 kshot_tasks_per_class=5, kshot_windows=16, oracle_steps=10_000, checkpoint_every=1000),
+    "test": dict(tasks_per_class=1, episodes_per_task=1, hidden=(32, 32), steps=30, checkpoint_every=10,
+                 log_every=10, kshot_ks=(8, 16), kshot_eval_length=16, kshot_windows=2, kshot_eval_episodes=1, oracle_transitions=500,
+                 oracle_steps=30, scratch_steps=10),
+}
+"""Named presets; a preset's values override the defaults, explicit arguments override the preset.
+
+``quick`` is the README's main job (under 20 minutes on 2 CPU cores). ``full`` is meant for a GPU
+machine. ``test`` is a seconds-long smoke run for CI."""
+
+
+def make_config(preset: str = "quick", **overrides) -> TrainConfig:
+    """A TrainConfig from a preset plus overrides, with every field checked."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"overrides: unknown config fields {unknown}")
+    cfg = TrainConfig(**{**PRESETS[preset], **overrides})
+    for name in ("steps", "tasks_per_batch", "support", "query", "episodes_per_task", "kshot_windows",
+                 "kshot_eval_episodes", "kshot_eval_length", "oracle_transitions", "checkpoint_every", "log_every"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}: expected >= 1, got {getattr(cfg, name)}")
+    if cfg.inner_lr <= 0 or cfg.outer_lr <= 0:
+        raise ValueError(f"inner_lr/outer_lr: expected > 0, got {cfg.inner_lr}/{cfg.outer_lr}")
+    return cfg
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The attribute docstrings of a dataclass (the string literal after each field)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+

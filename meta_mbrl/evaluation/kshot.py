@@ -1,0 +1,177 @@
+"""The few-shot model benchmark: prior vs adapted vs scratch vs oracle on held-out tasks.
+
+For each test task, evaluation points are drawn in trajectories collected by ``policy``. At each
+point the context is the ``K`` transitions just before it (one trajectory), and metrics are taken
+on the transitions that follow:
+
+- ``dyn_mse``: 1-step MSE of the observation change, in units of the prior's Δobs normalizer.
+- ``reward_mse``: 1-step reward MSE (raw reward units).
+- ``dyn_mse_h10``: open-loop error of the observation over the next 10 steps (the model is fed its
+  own predictions and the recorded actions), in units of the prior's observation normalizer.
+
+Methods: ``prior`` (unadapted), ``adapted`` (``learner.adapt(context)``), ``scratch`` (a fresh
+model fit on the K context transitions only) and ``oracle`` (a fresh model fit on at least
+``oracle_transitions`` transitions of that very task, disjoint from the evaluation data).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from meta_mbrl.data.rollout import collect
+from meta_mbrl.types import Transitions, as_tensor_transitions
+
+__all__ = ["kshot_benchmark", "summarize_kshot", "fit_models"]
+
+
+def _fresh_params(model, num: int, seed: int) -> dict[str, torch.Tensor]:
+    """``num`` independently initialised parameter sets of ``model``'s architecture, stacked."""
+    gen_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    sets = [copy.deepcopy(model).apply(lambda m: m.reset_parameters() if hasattr(m, "reset_parameters") else None)
+            for _ in range(num)]
+    torch.set_rng_state(gen_state)
+    return {k: torch.stack([s.param_dict()[k].detach() for s in sets]) for k in model.param_dict()}
+
+
+def fit_models(model, data: Sequence[Transitions], steps: int, batch_size: int | None, lr: float = 1e-3,
+               seed: int = 0) -> dict[str, torch.Tensor]:
+    """Fits one fresh model per dataset, all at once as task-batched parameters (no meta-learning).
+
+    Args:
+        model: architecture and normalizers to use (its parameters are not touched).
+        data: one Transitions ``(N_t, ·)`` per model.
+        steps: Adam steps.
+        batch_size: minibatch size per model (None: full batch, sizes must match).
+
+    Returns:
+        Task-batched parameters with leading dim ``len(data)``.
+    """
+    params = {k: v.clone().requires_grad_() for k, v in _fresh_params(model, len(data), seed).items()}
+    opt = torch.optim.Adam(params.values(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        if batch_size is None:
+            batch = Transitions(*(torch.stack(f) for f in zip(*data)))
+        else:
+            idx = [torch.randint(d.reward.shape[0], (batch_size,), generator=gen) for d in data]
+            batch = Transitions(*(torch.stack([getattr(d, f)[i] for d, i in zip(data, idx)]) for f in Transitions._fields))
+        loss = model.task_loss(params, batch).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return {k: v.detach() for k, v in params.items()}
+
+
+def _metrics(model, params, evals: Transitions, horizon: int) -> dict[str, float]:
+    """Metrics for task-batched ``params`` (``W`` windows) on evaluation segments ``(W, L, ·)``."""
+    with torch.no_grad():
+        pred = model.predict_params(params, evals.obs, evals.act)
+        d_std, o_std = model.delta_norm.std, model.obs_norm.std
+        dyn = (((pred.next_obs - evals.next_obs) / d_std) ** 2).mean(-1).mean(-1)
+        rew = ((pred.reward - evals.reward) ** 2).mean(-1)
+        obs = evals.obs[:, 0]
+        errs = []
+        for h in range(horizon):
+            obs = model.predict_params(params, obs.unsqueeze(1), evals.act[:, h:h + 1]).next_obs[:, 0]
+            errs.append((((obs - evals.next_obs[:, h]) / o_std) ** 2).mean(-1))
+        h10 = torch.stack(errs, -1).mean(-1)
+    return {"dyn_mse": float(dyn.mean()), "reward_mse": float(rew.mean()), "dyn_mse_h10": float(h10.mean())}
+
+
+def _windows(trajs: list[Transitions], kmax: int, length: int, num: int, rng) -> list[tuple[int, int]]:
+    cands = [(i, s) for i, tr in enumerate(trajs) for s in range(kmax, tr.reward.shape[0] - length + 1)]
+    if not cands:
+        raise ValueError(f"ks: trajectories too short for K={kmax} context plus {length} evaluation steps")
+    pick = rng.choice(len(cands), size=min(num, len(cands)), replace=False)
+    return [cands[j] for j in pick]
+
+
+def kshot_benchmark(
+    learner,
+    suite,
+    tasks: Sequence,
+    ks: Sequence[int] = (8, 32, 128),
+    policy="colored-noise",
+    eval_episodes: int = 2,
+    windows: int = 8,
+    eval_length: int = 32,
+    horizon: int = 10,
+    oracle_transitions: int = 20_000,
+    oracle_steps: int = 3000,
+    scratch_steps: int = 300,
+    adapt_opts: dict | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict]:
+    """Runs the few-shot model benchmark on ``tasks`` (normally the suite's test tasks).
+
+    Returns:
+        ``(df, info)``: a tidy DataFrame with columns ``task, method, k, dyn_mse, reward_mse,
+        dyn_mse_h10`` (plus ``policy``), and info with the env steps each data source used.
+    """
+    ks = sorted(int(k) for k in ks)
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks: expected positive context sizes, got {ks}")
+    if horizon > eval_length:
+        raise ValueError(f"horizon: expected <= eval_length ({eval_length}), got {horizon}")
+    model = learner.model
+    ref = next(model.parameters())
+    device, dtype = ref.device, ref.dtype
+    rng = np.random.default_rng(seed)
+    label = policy if isinstance(policy, str) else getattr(policy, "name", type(policy).__name__)
+    eval_buf = collect(suite, tasks, policy, episodes_per_task=eval_episodes, seed=seed + 10_000, progress=progress)
+    oracle_eps = max(1, math.ceil(oracle_transitions / suite.max_episode_steps))
+    oracle_buf = collect(suite, tasks, policy, episodes_per_task=oracle_eps, seed=seed + 20_000, progress=progress)
+    oracle_params = fit_models(
+        model, [as_tensor_transitions(oracle_buf.transitions([t.id]), device, dtype) for t in tasks],
+        steps=oracle_steps, batch_size=256, seed=seed + 1,
+    )
+    prior = {k: v.detach() for k, v in model.param_dict().items()}
+    rows = []
+    for ti, task in enumerate(tqdm(tasks, desc="k-shot", disable=not progress, leave=False)):
+        trajs = eval_buf.trajectories(task.id)
+        pts = _windows(trajs, ks[-1], eval_length, windows, rng)
+        seg = lambda a, b: as_tensor_transitions(  # noqa: E731
+            Transitions(*(np.stack([getattr(trajs[i], f)[s + a:s + b] for i, s in pts]) for f in Transitions._fields)),
+            device, dtype)
+        evals, w = seg(0, eval_length), len(pts)
+        batched = lambda p: {k: v.expand(w, *v.shape) for k, v in p.items()}  # noqa: E731
+        fixed = {"prior": _metrics(model, batched(prior), evals, horizon),
+                 "oracle": _metrics(model, batched({k: v[ti] for k, v in oracle_params.items()}), evals, horizon)}
+        for k in ks:
+            context = seg(-k, 0)
+            adapted = learner.adapt(context, **(adapt_opts or {}))
+            scratch = fit_models(model, [context.index(i) for i in range(w)],
+                                 steps=scratch_steps, batch_size=None, seed=seed + 2 + k)
+            per_method = {**fixed, "adapted": _metrics(model, adapted.params, evals, horizon),
+                          "scratch": _metrics(model, scratch, evals, horizon)}
+            for method, m in per_method.items():
+                rows.append({"task": task.id, "method": method, "k": k, **m, "windows": w, "policy": label})
+    info = {
+        "eval_policy": label,
+        "eval_env_steps": eval_buf.env_steps,
+        "oracle_env_steps": oracle_buf.env_steps,
+        "oracle_transitions_per_task": oracle_buf.num_transitions // len(tasks),
+    }
+    return pd.DataFrame(rows), info
+
+
+def summarize_kshot(df: pd.DataFrame, metric: str = "dyn_mse") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pivot tables: mean metrics per (method, k), and the fraction of the prior-to-oracle gap closed.
+
+    The gap closed is ``(prior - adapted) / (prior - oracle)`` per task and K, then averaged.
+    """
+    table = df.groupby(["k", "method"])[["dyn_mse", "reward_mse", "dyn_mse_h10"]].mean().unstack("method")
+    wide = df.pivot_table(index=["task", "k"], columns="method", values=metric)
+    gap = ((wide["prior"] - wide["adapted"]) / (wide["prior"] - wide["oracle"])).rename(f"gap_closed_{metric}")
+    gap = gap.unstack("k")
+    gap.loc["mean"] = gap.mean()
+    return table, gap

@@ -1,0 +1,126 @@
+"""The runs behind the CLI: build a learner from a config, train a run directory, benchmark it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from meta_mbrl.config import TrainConfig, to_dict
+from meta_mbrl.data import TaskBuffer, collect
+from meta_mbrl.evaluation import kshot_benchmark, summarize_kshot
+from meta_mbrl.io import atomic_path
+from meta_mbrl.meta import MAML
+from meta_mbrl.models import DynamicsMLP
+from meta_mbrl.training import learner_from_checkpoint, load_checkpoint, meta_train
+
+__all__ = ["build_learner", "select_tasks", "train_run", "kshot_run", "write_csv"]
+
+
+def build_learner(cfg: TrainConfig, obs_dim: int, act_dim: int):
+    """The learner a config asks for, on a fresh model."""
+    model = DynamicsMLP(obs_dim, act_dim, hidden=cfg.hidden, gaussian=cfg.gaussian, reward_weight=cfg.reward_weight)
+    if cfg.learner != "maml":
+        raise ValueError(f"learner: expected 'maml', got {cfg.learner!r}")
+    return MAML(model, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, first_order=cfg.first_order,
+                meta_sgd=cfg.meta_sgd)
+
+
+def select_tasks(tasks, per_class: int) -> list:
+    """The first ``per_class`` tasks of each class (all if ``per_class`` is 0), in suite order."""
+    if per_class <= 0:
+        return list(tasks)
+    return [t for t in tasks if t.index < per_class]
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def _print_kshot(df: pd.DataFrame, info: dict, env_steps: int, sources, out=print) -> None:
+    table, gap = summarize_kshot(df)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
+        out("\nFew-shot model benchmark on held-out test tasks (mean over tasks and evaluation points)")
+        out(f"evaluation data: policy={info['eval_policy']}, {info['eval_env_steps']} env steps; "
+            f"oracle data: {info['oracle_transitions_per_task']} transitions per task, {info['oracle_env_steps']} env steps")
+        out(f"meta-training data: {env_steps} env steps from {json.dumps(sources)}")
+        out(table.to_string())
+        out("\nFraction of the prior-to-oracle dyn_mse gap closed by adaptation, (prior - adapted) / (prior - oracle):")
+        out(gap.to_string())
+        gap_r = summarize_kshot(df, "reward_mse")[1]
+        out("\nSame for reward_mse:")
+        out(gap_r.to_string())
+
+
+def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, out=print) -> pd.DataFrame:
+    """Collect on training tasks, meta-train, then benchmark on test tasks; resumes a killed run."""
+    import task_suites
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    _check_same_run(cfg, run / "config.json")
+    with atomic_path(run / "config.json") as tmp:
+        tmp.write_text(json.dumps(to_dict(cfg), indent=2))
+    suite = task_suites.make(cfg.suite, seed=cfg.seed)
+    out(f"suite {suite}")
+    buf_path = run / "train_buffer.npz"
+    if buf_path.exists():
+        buffer = TaskBuffer.load(buf_path)
+        out(f"resuming with the saved training data: {buffer}")
+    else:
+        tasks = select_tasks(suite.train_tasks, cfg.tasks_per_class)
+        buffer = collect(suite, tasks, cfg.policy, episodes_per_task=cfg.episodes_per_task, seed=cfg.seed,
+                         progress=progress)
+        buffer.save(buf_path)
+        out(f"collected {buffer}")
+    learner = build_learner(cfg, suite.obs_dim, suite.act_dim)
+    meta_train(learner, buffer, steps=cfg.steps, tasks_per_batch=cfg.tasks_per_batch, support=cfg.support,
+               query=cfg.query, lr=cfg.outer_lr, run_dir=run, checkpoint_every=cfg.checkpoint_every,
+               log_every=cfg.log_every, seed=cfg.seed, device=cfg.device, progress=progress,
+               tensorboard=cfg.tensorboard, config=to_dict(cfg))
+    return kshot_run(run, run / "kshot.csv", progress=progress, out=out, suite=suite, cfg=cfg)
+
+
+# Fields that may change when a run directory is resumed: more steps, other benchmark settings.
+_RESUMABLE = {"steps", "checkpoint_every", "log_every", "tensorboard", "device"}
+
+
+def _check_same_run(cfg: TrainConfig, path: Path) -> None:
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    new = to_dict(cfg)
+    diff = sorted(k for k in new if not k.startswith(("kshot_", "oracle_", "scratch_")) and k not in _RESUMABLE
+                  and json.dumps(old.get(k)) != json.dumps(new[k]))
+    if diff:
+        changes = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
+        raise ValueError(f"run_dir: {path.parent} holds a run with other settings ({changes}); "
+                         "use a new --run-dir or the same settings to resume")
+
+
+def kshot_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike, progress: bool = True, out=print,
+              suite=None, cfg: TrainConfig | None = None, **overrides) -> pd.DataFrame:
+    """The few-shot benchmark of a checkpoint, with ``cfg`` or else the settings saved in it."""
+    import task_suites
+
+    ckpt = load_checkpoint(checkpoint)
+    if cfg is None:
+        cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"].items()})
+    cfg = TrainConfig(**{**to_dict(cfg), **{k: v for k, v in overrides.items() if v is not None}})
+    learner = learner_from_checkpoint(ckpt, device=cfg.device)
+    suite = suite or task_suites.make(cfg.suite, seed=cfg.seed)
+    tasks = select_tasks(suite.test_tasks, cfg.kshot_tasks_per_class)
+    df, info = kshot_benchmark(
+        learner, suite, tasks, ks=cfg.kshot_ks, policy=cfg.policy, eval_episodes=cfg.kshot_eval_episodes,
+        windows=cfg.kshot_windows, eval_length=cfg.kshot_eval_length, oracle_transitions=cfg.oracle_transitions, oracle_steps=cfg.oracle_steps,
+        scratch_steps=cfg.scratch_steps, seed=cfg.seed, progress=progress,
+    )
+    df["meta_train_env_steps"] = ckpt["env_steps"]
+    write_csv(df, out_csv)
+    _print_kshot(df, info, ckpt["env_steps"], ckpt["sources"], out=out)
+    out(f"\nwrote {out_csv}")
+    return df
