@@ -90,7 +90,8 @@ def meta_train(
             opt.load_state_dict(ckpt["optimizer"])
         start = ckpt["step"]
         torch.set_rng_state(ckpt["torch_rng"])
-        rng = np.random.default_rng([seed, start])
+        if "np_rng" in ckpt["extra"]:
+            rng.bit_generator.state = ckpt["extra"]["np_rng"]
     elif fit_normalizers:
         learner.model.fit_normalizers(as_tensor_transitions(buffer.transitions(), device=device))
     logger = CSVLogger(run / "train_log.csv", resume_step=start, tensorboard_dir=str(run / "tb") if tensorboard else None) if run else None
@@ -99,7 +100,7 @@ def meta_train(
     def checkpoint(step: int) -> None:
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, learner, opt, step=step, env_steps=buffer.env_steps, config=config,
-                            sources=buffer.sources)
+                            sources=buffer.sources, extra={"np_rng": rng.bit_generator.state})
 
     bar = tqdm(range(start, steps), desc="meta-train", unit="step", disable=not progress, initial=start, total=steps)
     t0, acc = time.perf_counter(), []

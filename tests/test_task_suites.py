@@ -1,0 +1,99 @@
+"""Task suites: the fast point-mass suite always; Meta-World suites under the `metaworld` marker."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import task_suites
+
+
+def test_make_rejects_unknown_names():
+    with pytest.raises(ValueError, match="name: expected one of"):
+        task_suites.make("ml11")
+    with pytest.raises(ValueError, match="name: expected a suite name string"):
+        task_suites.make(10)
+
+
+def test_point_mass_tasks_differ_in_dynamics_and_hidden_goal(pm_suite):
+    assert len(pm_suite.train_tasks) == 40 and len(pm_suite.test_tasks) == 10
+    ids = [t.id for t in pm_suite.tasks]
+    assert len(set(ids)) == len(ids)
+    assert task_suites.make("point-mass", seed=0).test_tasks[3].payload == pm_suite.test_tasks[3].payload
+    env = pm_suite.make_vec_env(pm_suite.train_tasks[:2], seed=0)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (2, 4)  # position and velocity only: the goal is not observed
+    env.pos[:] = 0.0
+    env.vel[:] = 0.0
+    obs, rew, *_ = env.step(np.ones((2, 2)))
+    masses = [t.payload["mass"] for t in pm_suite.train_tasks[:2]]
+    np.testing.assert_allclose(obs[:, 2], 0.1 / np.array(masses))  # same action, different mass -> velocity
+    assert rew[0] != rew[1]
+
+
+def test_point_mass_single_and_vector_envs_agree(pm_suite):
+    task = pm_suite.test_tasks[0]
+    env = pm_suite.make_env(task, seed=0)
+    assert isinstance(env, gym.Env)
+    o, _ = env.reset(seed=0)
+    venv = pm_suite.make_vec_env([task], seed=0)
+    vo, _ = venv.reset(seed=0)
+    np.testing.assert_allclose(o, vo[0])
+    a = np.array([0.3, -0.7], np.float32)
+    o2, r, term, trunc, _ = env.step(a)
+    vo2, vr, *_ = venv.step(a[None])
+    np.testing.assert_allclose(o2, vo2[0])
+    np.testing.assert_allclose(r, vr[0])
+    assert isinstance(pm_suite.make_vec_env([task], strategy="async"), gym.vector.AsyncVectorEnv)
+
+
+@pytest.mark.metaworld
+def test_ml10_suite(ml10_suite):
+    s = ml10_suite
+    assert len(set(t.name for t in s.train_tasks)) == 10 and len(set(t.name for t in s.test_tasks)) == 5
+    assert len(s.train_tasks) == 500 and len(s.test_tasks) == 250
+    assert not set(s.train_classes) & set(s.test_classes)
+    assert (s.obs_dim, s.act_dim, s.max_episode_steps) == (39, 4, 500)
+    assert s.test_tasks[7].id == f"ml10/test/{s.test_tasks[7].name}/07"
+    assert s.task(s.test_tasks[7].id) is s.test_tasks[7]
+    env = s.make_env(s.test_tasks[7], seed=0)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs[-3:], 0.0)  # goal hidden
+    # two goals of the same class: same observation space, different hidden goals -> different rewards
+    e0, e1 = s.make_env(s.train_tasks[0], seed=0), s.make_env(s.train_tasks[1], seed=0)
+    o0, _ = e0.reset(seed=0)
+    o1, _ = e1.reset(seed=0)
+    a = np.zeros(4, np.float32)
+    assert e0.step(a)[1] != e1.step(a)[1]
+
+
+@pytest.mark.metaworld
+@pytest.mark.parametrize("strategy", ["sync", "async"])
+def test_ml10_vec_env(ml10_suite, strategy):
+    tasks = [ml10_suite.test_tasks[0], ml10_suite.test_tasks[50]]
+    env = ml10_suite.make_vec_env(tasks, seed=0, strategy=strategy)
+    try:
+        obs, _ = env.reset(seed=0)
+        assert obs.shape == (2, 39)
+        obs, rew, term, trunc, _ = env.step(np.zeros((2, 4), np.float32))
+        assert rew.shape == (2,)
+    finally:
+        env.close()
+
+
+@pytest.mark.metaworld
+def test_ml1_and_custom_suites():
+    ml1 = task_suites.make("ml1:reach-v3", seed=0)
+    assert ml1.name == "ml1:reach-v3" and {t.name for t in ml1.tasks} == {"reach-v3"}
+    assert len(ml1.train_tasks) == 50 and len(ml1.test_tasks) == 50
+    custom = task_suites.make("custom:reach-v3,push-v3|pick-place-v3", seed=0)
+    assert set(custom.train_classes) == {"reach-v3", "push-v3"} and custom.test_classes == ["pick-place-v3"]
+    with pytest.raises(ValueError, match="unknown Meta-World v3 class"):
+        task_suites.make("ml1:flying-v3")
+    with pytest.raises(ValueError, match="train_classes"):
+        task_suites.make("custom:|reach-v3")
+
+
+@pytest.mark.metaworld
+def test_ml45_suite():
+    s = task_suites.make("ml45", seed=0)
+    assert len(s.train_classes) == 45 and len(s.test_classes) == 5
