@@ -79,12 +79,24 @@ def test_gradients_reach_every_prior_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("gaussian", [False, True])
-def test_analytic_backward_matches_autograd(gaussian):
-    model = small_model(gaussian=gaussian)
+@pytest.mark.parametrize("gaussian,activation,expanded", [
+    (False, "silu", False), (True, "silu", False), (False, "relu", False), (False, "tanh", True), (True, "silu", True)])
+def test_analytic_backward_matches_autograd(gaussian, activation, expanded):
+    model = small_model(gaussian=gaussian, activation=activation)
     tr = random_transitions(3, 10, seed=7)
     params = {k: v.detach().expand(3, *v.shape).clone().requires_grad_() for k, v in model.param_dict().items()}
-    loss, grads = model.loss_grad(params, tr)
+    if expanded:  # the stride-0 fast path that shares one GEMM across tasks
+        params = {k: v.detach().clone().requires_grad_() for k, v in model.param_dict().items()}
+        params_b = {k: v.expand(3, *v.shape) for k, v in params.items()}
+        loss, grads = model.loss_grad(params_b, tr, return_loss=True)
+        for i in range(3):  # reference: plain autograd, one task at a time
+            ref_loss = model.task_loss(params, tr.index(i))
+            ref = torch.autograd.grad(ref_loss, list(params.values()))
+            torch.testing.assert_close(loss[i], ref_loss.detach())
+            for k, r in zip(params, ref):
+                torch.testing.assert_close(grads[k][i], r, atol=1e-6, rtol=1e-5, msg=k)
+        return
+    loss, grads = model.loss_grad(params, tr, return_loss=True)
     ref_loss = model.task_loss(params, tr)
     ref = torch.autograd.grad(ref_loss.sum(), list(params.values()))
     torch.testing.assert_close(loss, ref_loss.detach())
