@@ -43,7 +43,9 @@ def main() -> None:
     batch = make_batch(args.tasks, args.k, 39, 4, dev)
     rows = []
 
-    def higher_step(m=model, opt=torch.optim.Adam(model.parameters(), 1e-3)):
+    higher_opt = torch.optim.Adam(model.parameters(), 1e-3)
+
+    def higher_step(m=model, opt=higher_opt):
         opt.zero_grad()
         inner = torch.optim.SGD(m.parameters(), lr=0.01)
         for i in range(args.tasks):

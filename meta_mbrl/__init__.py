@@ -14,12 +14,12 @@ from meta_mbrl.data import ColoredNoisePolicy, Normalizer, OUPolicy, TaskBuffer,
 from meta_mbrl.meta import MAML
 from meta_mbrl.models import DynamicsMLP
 from meta_mbrl.training import learner_from_checkpoint, load_checkpoint, meta_train, save_checkpoint
-from meta_mbrl.types import Prediction, TaskBatch, Transitions
+from meta_mbrl.types import Prediction, TaskBatch, Transitions, as_tensor_transitions
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdaptedModel", "ColoredNoisePolicy", "DynamicsMLP", "MAML", "Normalizer", "OUPolicy", "Prediction",
-    "TaskBatch", "TaskBuffer", "Transitions", "UniformPolicy", "collect", "learner_from_checkpoint",
+    "TaskBatch", "TaskBuffer", "Transitions", "UniformPolicy", "as_tensor_transitions", "collect", "learner_from_checkpoint",
     "load_checkpoint", "meta_train", "save_checkpoint",
 ]

@@ -46,7 +46,8 @@ def _print_kshot(df: pd.DataFrame, info: dict, env_steps: int, sources, out=prin
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
         out("\nFew-shot model benchmark on held-out test tasks (mean over tasks and evaluation points)")
         out(f"evaluation data: policy={info['eval_policy']}, {info['eval_env_steps']} env steps; "
-            f"oracle data: {info['oracle_transitions_per_task']} transitions per task, {info['oracle_env_steps']} env steps")
+            f"oracle data: {info['oracle_transitions_per_task']} transitions per task, "
+            f"{info['oracle_env_steps']} env steps")
         out(f"meta-training data: {env_steps} env steps from {json.dumps(sources)}")
         out(table.to_string())
         out("\nFraction of the prior-to-oracle dyn_mse gap closed by adaptation, (prior - adapted) / (prior - oracle):")
@@ -116,8 +117,8 @@ def kshot_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike, progres
     tasks = select_tasks(suite.test_tasks, cfg.kshot_tasks_per_class)
     df, info = kshot_benchmark(
         learner, suite, tasks, ks=cfg.kshot_ks, policy=cfg.policy, eval_episodes=cfg.kshot_eval_episodes,
-        windows=cfg.kshot_windows, eval_length=cfg.kshot_eval_length, oracle_transitions=cfg.oracle_transitions, oracle_steps=cfg.oracle_steps,
-        scratch_steps=cfg.scratch_steps, seed=cfg.seed, progress=progress,
+        windows=cfg.kshot_windows, eval_length=cfg.kshot_eval_length, oracle_transitions=cfg.oracle_transitions,
+        oracle_steps=cfg.oracle_steps, scratch_steps=cfg.scratch_steps, seed=cfg.seed, progress=progress,
     )
     df["meta_train_env_steps"] = ckpt["env_steps"]
     write_csv(df, out_csv)
