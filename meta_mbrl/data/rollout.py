@@ -82,33 +82,52 @@ def collect(
 
 
 def _run_chunk(env, tasks, policy, episodes: int, seed: int, buffer: TaskBuffer, bar) -> int:
+    """Steps ``env`` until every sub-env finished ``episodes`` episodes; records them in ``buffer``.
+
+    Transitions go into arrays preallocated for the whole chunk (one row per vector step), so the
+    per-step cost is a few vectorized copies, not a Python loop over sub-envs.
+    """
     n = len(tasks)
     obs, _ = env.reset(seed=seed)
     if hasattr(policy, "reset"):
         policy.reset(np.ones(n, dtype=bool))
-    traj: list[list[tuple]] = [[] for _ in range(n)]
+    cap = episodes * _episode_cap(env)
+    rec = {"obs": np.empty((cap, n, obs.shape[1]), np.float32), "act": None,
+           "reward": np.empty((cap, n), np.float32), "next_obs": np.empty((cap, n, obs.shape[1]), np.float32)}
+    ep_start = np.zeros(n, dtype=np.int64)
     done_eps = np.zeros(n, dtype=np.int64)
-    steps = 0
+    t = 0
     while (done_eps < episodes).any():
+        if t >= cap:
+            raise RuntimeError(f"collect: episodes longer than the suite's max_episode_steps ({cap // episodes})")
         act = np.asarray(policy(obs), dtype=np.float32)
         next_obs, rew, term, trunc, info = env.step(act)
-        steps += n
+        if rec["act"] is None:
+            rec["act"] = np.empty((cap, n, act.shape[1]), np.float32)
         ended = np.logical_or(term, trunc)
-        real_next = next_obs
+        rec["obs"][t], rec["act"][t], rec["reward"][t], rec["next_obs"][t] = obs, act, rew, next_obs
         if ended.any():
-            real_next = next_obs.copy()
-            real_next[info["_final_obs"]] = np.stack(list(info["final_obs"][info["_final_obs"]]))
-        for i in range(n):
-            if done_eps[i] < episodes:
-                traj[i].append((obs[i], act[i], rew[i], real_next[i]))
-        for i in np.flatnonzero(ended):
-            if done_eps[i] < episodes:
-                o, a, r, no = (np.asarray(x) for x in zip(*traj[i]))
-                buffer.add_trajectory(tasks[i].id, o, a, r, no)
-                done_eps[i] += 1
-            traj[i] = []
-        if ended.any() and hasattr(policy, "reset"):
-            policy.reset(ended)
+            mask = info["_final_obs"]
+            rec["next_obs"][t, mask] = np.stack(list(info["final_obs"][mask]))
+            for i in np.flatnonzero(ended):
+                if done_eps[i] < episodes:
+                    buffer.add_trajectory(tasks[i].id, *(rec[f][ep_start[i]:t + 1, i] for f in ("obs", "act", "reward", "next_obs")))
+                    done_eps[i] += 1
+                ep_start[i] = t + 1
+            if hasattr(policy, "reset"):
+                policy.reset(ended)
         obs = next_obs
+        t += 1
         bar.update(n)
-    return steps
+    return t * n
+
+
+def _episode_cap(env) -> int:
+    """Upper bound on an episode's length: the TimeLimit of the first sub-env (or the vector env's own)."""
+    limit = getattr(env, "max_episode_steps", None)
+    if limit is None:
+        limits = env.get_attr("_max_episode_steps") if hasattr(env, "get_attr") else [None]
+        limit = limits[0]
+    if limit is None:
+        raise ValueError("env: collect needs a time limit (max_episode_steps) on the vector env's sub-envs")
+    return int(limit)

@@ -42,7 +42,7 @@ def _fresh_params(model, num: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 def fit_models(model, data: Sequence[Transitions], steps: int, batch_size: int | None, lr: float = 1e-3,
-               seed: int = 0) -> dict[str, torch.Tensor]:
+               seed: int = 0, progress: bool = False, desc: str = "fit") -> dict[str, torch.Tensor]:
     """Fits one fresh model per dataset, all at once as task-batched parameters (no meta-learning).
 
     Args:
@@ -50,6 +50,7 @@ def fit_models(model, data: Sequence[Transitions], steps: int, batch_size: int |
         data: one Transitions ``(N_t, ·)`` per model.
         steps: Adam steps.
         batch_size: minibatch size per model (None: full batch, sizes must match).
+        progress: show a progress bar titled ``desc``.
 
     Returns:
         Task-batched parameters with leading dim ``len(data)``.
@@ -57,7 +58,7 @@ def fit_models(model, data: Sequence[Transitions], steps: int, batch_size: int |
     params = {k: v.clone().requires_grad_() for k, v in _fresh_params(model, len(data), seed).items()}
     opt = torch.optim.Adam(params.values(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
         if batch_size is None:
             batch = Transitions(*(torch.stack(f) for f in zip(*data)))
         else:
@@ -132,7 +133,7 @@ def kshot_benchmark(
     oracle_buf = collect(suite, tasks, policy, episodes_per_task=oracle_eps, seed=seed + 20_000, progress=progress)
     oracle_params = fit_models(
         model, [as_tensor_transitions(oracle_buf.transitions([t.id]), device, dtype) for t in tasks],
-        steps=oracle_steps, batch_size=256, seed=seed + 1,
+        steps=oracle_steps, batch_size=256, seed=seed + 1, progress=progress, desc="fit oracles",
     )
     prior = {k: v.detach() for k, v in model.param_dict().items()}
     rows = []
