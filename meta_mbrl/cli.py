@@ -1,4 +1,4 @@
-"""Command line: ``meta-mbrl collect | train | bench kshot``.
+"""Command line: ``meta-mbrl collect | train | evaluate | bench kshot``.
 
 The ``train`` flags are generated from :class:`meta_mbrl.config.TrainConfig` (one per field, its
 docstring as help), so the CLI and the Python API cannot drift apart.
@@ -59,6 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     p_collect.add_argument("--seed", type=int, default=0)
     p_collect.add_argument("--out", required=True, help="output .npz file")
 
+    p_eval = sub.add_parser("evaluate", help="control success on held-out tasks, judged by metaworld.evaluation")
+    p_eval.add_argument("--checkpoint", required=True, help="run directory or checkpoint.pt")
+    p_eval.add_argument("--suite", default=None, help="suite to evaluate on (default: the checkpoint's)")
+    p_eval.add_argument("--out", default=None, help="CSV file to write (default: RUN/control.csv)")
+    p_eval.add_argument("--num-evals", dest="control_num_evals", type=int, default=None, help="evaluation rounds")
+    p_eval.add_argument("--adaptation-episodes", dest="control_adaptation_episodes", type=int, default=None)
+    p_eval.add_argument("--evaluation-episodes", dest="control_evaluation_episodes", type=int, default=None)
+    p_eval.add_argument("--max-episode-steps", dest="control_max_episode_steps", type=int, default=None,
+                        help="shorter episodes (smoke tests only)")
+    p_eval.add_argument("--adapt-steps", dest="control_adapt_steps", type=int, default=None)
+    p_eval.add_argument("--online", dest="control_online", action=argparse.BooleanOptionalAction, default=None)
+    p_eval.add_argument("--planner", default=None, choices=["cem", "mppi", "rs"])
+    p_eval.add_argument("--horizon", dest="plan_horizon", type=int, default=None)
+    p_eval.add_argument("--population", dest="plan_population", type=int, default=None)
+    p_eval.add_argument("--iterations", dest="plan_iterations", type=int, default=None)
+    p_eval.add_argument("--device", default=None)
+
     p_bench = sub.add_parser("bench", help="benchmarks of a trained prior")
     bsub = p_bench.add_subparsers(dest="bench", required=True)
     p_k = bsub.add_parser("kshot", help="few-shot model benchmark on the held-out test tasks")
@@ -88,6 +105,17 @@ def main(argv: list[str] | None = None) -> int:
             buf = collect(suite, tasks, args.policy, episodes_per_task=args.episodes_per_task, seed=args.seed)
             buf.save(args.out)
             print(f"wrote {buf} to {args.out}")
+        elif args.command == "evaluate":
+            from pathlib import Path
+
+            from meta_mbrl.experiment import control_run
+
+            ckpt = Path(args.checkpoint)
+            out_csv = args.out or (ckpt if ckpt.is_dir() else ckpt.parent) / "control.csv"
+            keys = ("suite", "control_num_evals", "control_adaptation_episodes", "control_evaluation_episodes",
+                    "control_max_episode_steps", "control_adapt_steps", "control_online", "planner", "plan_horizon",
+                    "plan_population", "plan_iterations", "device")
+            control_run(args.checkpoint, out_csv, **{k: getattr(args, k) for k in keys})
         elif args.command == "bench" and args.bench == "kshot":
             from meta_mbrl.experiment import kshot_run
 

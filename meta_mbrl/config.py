@@ -54,6 +54,14 @@ class TrainConfig:
     """Query transitions following the support window (GrBAL: 16)."""
     outer_lr: float = 1e-3
     """Outer Adam learning rate."""
+    query_mode: str = "following"
+    """Where query windows come from: following (right after the support window, GrBAL) or task (anywhere in the
+    same task, which trains adaptation to identify the task, e.g. a hidden goal)."""
+    mb_rounds: int = 1
+    """Model-based data loop: meta-training rounds; after each but the last the MPC agent collects on training
+    tasks (PETS / GrBAL). 1 trains on exploration data only."""
+    mb_tasks_per_class: int = 1
+    """Training tasks (goals) per class the agent collects on in each model-based round; 0 means all."""
     checkpoint_every: int = 500
     """Steps between checkpoints."""
     log_every: int = 50
@@ -76,15 +84,42 @@ class TrainConfig:
     """Adam steps (batch 256) to train each oracle."""
     scratch_steps: int = 300
     """Adam steps (full batch) to train each scratch model on the K context transitions."""
+    planner: str = "cem"
+    """Planner for control: cem, mppi or rs (random shooting)."""
+    plan_horizon: int = 10
+    """Planning horizon H (steps imagined ahead)."""
+    plan_population: int = 200
+    """Candidate action sequences per planning iteration and env."""
+    plan_iterations: int = 3
+    """Planner iterations per action (CEM / MPPI refinement rounds; ignored by random shooting)."""
+    control_num_evals: int = 1
+    """Control evaluation rounds (metalearning_evaluation's num_evals), each with fresh test goals."""
+    control_adaptation_episodes: int = 1
+    """Exploration episodes per test sub-env before adapting."""
+    control_evaluation_episodes: int = 1
+    """Scored episodes per test sub-env after adapting."""
+    control_max_episode_steps: int = 0
+    """Episode length in control evaluation; 0 keeps the suite's (Meta-World: 500). Shorter only for smoke tests."""
+    control_adapt_steps: int = 0
+    """Gradient steps of adaptation at test time; 0 uses the learner's inner_steps."""
+    control_online: bool = False
+    """Also re-adapt online (GrBAL) on the last control_context_size transitions during adaptation episodes."""
+    control_context_size: int = 32
+    """Transitions of the online adaptation context."""
+    control_explore_noise: float = 0.3
+    """Std of the correlated exploration noise added to planned actions in adaptation episodes (x half range)."""
 
 
 PRESETS: dict[str, dict] = {
     "quick": {},
     "full": dict(tasks_per_class=0, episodes_per_task=2, hidden=(512, 512, 512), steps=20_000,
-                 kshot_tasks_per_class=5, kshot_windows=16, oracle_steps=10_000, checkpoint_every=1000),
+                 kshot_tasks_per_class=5, kshot_windows=16, oracle_steps=10_000, checkpoint_every=1000,
+                 plan_horizon=15, plan_population=500, plan_iterations=5, control_num_evals=10,
+                 control_adaptation_episodes=10, control_evaluation_episodes=3, control_online=True),
     "test": dict(tasks_per_class=1, episodes_per_task=1, hidden=(32, 32), steps=30, checkpoint_every=10,
                  log_every=10, kshot_ks=(8, 16), kshot_eval_length=16, kshot_windows=2, kshot_eval_episodes=1, oracle_transitions=500,
-                 oracle_steps=30, scratch_steps=10),
+                 oracle_steps=30, scratch_steps=10, plan_horizon=4, plan_population=16, plan_iterations=2,
+                 control_max_episode_steps=20),
 }
 """Named presets; a preset's values override the defaults, explicit arguments override the preset.
 
@@ -105,6 +140,14 @@ def make_config(preset: str = "quick", **overrides) -> TrainConfig:
                  "kshot_eval_episodes", "kshot_eval_length", "oracle_transitions", "checkpoint_every", "log_every"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}: expected >= 1, got {getattr(cfg, name)}")
+    for name in ("mb_rounds", "plan_horizon", "plan_population", "plan_iterations", "control_num_evals", "control_adaptation_episodes",
+                 "control_evaluation_episodes", "control_context_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}: expected >= 1, got {getattr(cfg, name)}")
+    if cfg.query_mode not in ("following", "task"):
+        raise ValueError(f"query_mode: expected 'following' or 'task', got {cfg.query_mode!r}")
+    if cfg.planner not in ("cem", "mppi", "rs"):
+        raise ValueError(f"planner: expected one of ['cem', 'mppi', 'rs'], got {cfg.planner!r}")
     if cfg.inner_lr <= 0 or cfg.outer_lr <= 0:
         raise ValueError(f"inner_lr/outer_lr: expected > 0, got {cfg.inner_lr}/{cfg.outer_lr}")
     return cfg

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from meta_mbrl.config import TrainConfig, to_dict
+from meta_mbrl.config import TrainConfig, make_config, to_dict
 from meta_mbrl.data import TaskBuffer, collect
 from meta_mbrl.evaluation import kshot_benchmark, summarize_kshot
 from meta_mbrl.io import atomic_path
@@ -16,7 +16,7 @@ from meta_mbrl.meta import MAML
 from meta_mbrl.models import DynamicsMLP
 from meta_mbrl.training import learner_from_checkpoint, load_checkpoint, meta_train
 
-__all__ = ["build_learner", "select_tasks", "train_run", "kshot_run", "write_csv"]
+__all__ = ["build_learner", "build_planner", "build_agent", "select_tasks", "train_run", "kshot_run", "control_run", "write_csv"]
 
 
 def build_learner(cfg: TrainConfig, obs_dim: int, act_dim: int):
@@ -26,6 +26,32 @@ def build_learner(cfg: TrainConfig, obs_dim: int, act_dim: int):
         raise ValueError(f"learner: expected 'maml', got {cfg.learner!r}")
     return MAML(model, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, first_order=cfg.first_order,
                 meta_sgd=cfg.meta_sgd)
+
+
+def build_planner(cfg: TrainConfig, suite):
+    """The planner a config asks for, over the suite's action bounds."""
+    from meta_mbrl.planning import CEM, MPPI, RandomShooting
+
+    common = dict(action_low=suite.action_low, action_high=suite.action_high, horizon=cfg.plan_horizon,
+                  population=cfg.plan_population, seed=cfg.seed, device=cfg.device)
+    if cfg.planner == "cem":
+        return CEM(**common, iterations=cfg.plan_iterations)
+    if cfg.planner == "mppi":
+        return MPPI(**common, iterations=cfg.plan_iterations)
+    if cfg.planner == "rs":
+        return RandomShooting(**common)
+    raise ValueError(f"planner: expected one of ['cem', 'mppi', 'rs'], got {cfg.planner!r}")
+
+
+def build_agent(cfg: TrainConfig, learner, suite, num_envs: int):
+    """A MetaMBRLAgent over ``learner`` with the config's planner and adaptation settings."""
+    from meta_mbrl.agent import MetaMBRLAgent
+
+    return MetaMBRLAgent(
+        learner, build_planner(cfg, suite), num_envs=num_envs, online=cfg.control_online,
+        context_size=cfg.control_context_size, explore_noise=cfg.control_explore_noise,
+        adapt_opts={"steps": cfg.control_adapt_steps} if cfg.control_adapt_steps > 0 else None, seed=cfg.seed,
+    )
 
 
 def select_tasks(tasks, per_class: int) -> list:
@@ -79,15 +105,28 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = Tru
         buffer.save(buf_path)
         out(f"collected {buffer}")
     learner = build_learner(cfg, suite.obs_dim, suite.act_dim)
-    meta_train(learner, buffer, steps=cfg.steps, tasks_per_batch=cfg.tasks_per_batch, support=cfg.support,
-               query=cfg.query, lr=cfg.outer_lr, run_dir=run, checkpoint_every=cfg.checkpoint_every,
-               log_every=cfg.log_every, seed=cfg.seed, device=cfg.device, progress=progress,
-               tensorboard=cfg.tensorboard, config=to_dict(cfg))
-    return kshot_run(run, run / "kshot.csv", progress=progress, out=out, suite=suite, cfg=cfg)
+    train_kwargs = dict(tasks_per_batch=cfg.tasks_per_batch, support=cfg.support, query=cfg.query, lr=cfg.outer_lr,
+                        checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, device=cfg.device,
+                        tensorboard=cfg.tensorboard, config=to_dict(cfg), query_mode=cfg.query_mode)
+    if cfg.mb_rounds > 1:
+        from meta_mbrl.training import model_based_meta_train
+
+        model_based_meta_train(
+            learner, suite, select_tasks(suite.train_tasks, cfg.mb_tasks_per_class), buffer,
+            lambda lr, n: build_agent(cfg, lr, suite, n), rounds=cfg.mb_rounds,
+            steps_per_round=-(-cfg.steps // cfg.mb_rounds), run_dir=run, seed=cfg.seed, progress=progress, **train_kwargs,
+        )
+        out(f"model-based data loop: {cfg.mb_rounds} rounds, now {buffer}")
+    else:
+        meta_train(learner, buffer, steps=cfg.steps, run_dir=run, seed=cfg.seed, progress=progress, **train_kwargs)
+    kshot = kshot_run(run, run / "kshot.csv", progress=progress, out=out, suite=suite, cfg=cfg)
+    control_run(run, run / "control.csv", out=out, suite=suite, cfg=cfg)
+    return kshot
 
 
 # Fields that may change when a run directory is resumed: more steps, other benchmark settings.
-_RESUMABLE = {"steps", "checkpoint_every", "log_every", "tensorboard", "device"}
+_RESUMABLE = {"steps", "checkpoint_every", "log_every", "tensorboard", "device", "planner"}
+_EVAL_PREFIXES = ("kshot_", "oracle_", "scratch_", "plan_", "control_")
 
 
 def _check_same_run(cfg: TrainConfig, path: Path) -> None:
@@ -95,12 +134,20 @@ def _check_same_run(cfg: TrainConfig, path: Path) -> None:
         return
     old = json.loads(path.read_text())
     new = to_dict(cfg)
-    diff = sorted(k for k in new if not k.startswith(("kshot_", "oracle_", "scratch_")) and k not in _RESUMABLE
+    diff = sorted(k for k in new if not k.startswith(_EVAL_PREFIXES) and k not in _RESUMABLE
                   and json.dumps(old.get(k)) != json.dumps(new[k]))
     if diff:
         changes = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
         raise ValueError(f"run_dir: {path.parent} holds a run with other settings ({changes}); "
                          "use a new --run-dir or the same settings to resume")
+
+
+def _checkpoint_config(ckpt: dict, cfg: TrainConfig | None, overrides: dict) -> TrainConfig:
+    """``cfg``, or else the config saved in the checkpoint, with the non-None ``overrides`` applied."""
+    if cfg is None:
+        known = set(TrainConfig.__dataclass_fields__)
+        cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"].items() if k in known})
+    return make_config("quick", **{**to_dict(cfg), **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def kshot_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike, progress: bool = True, out=print,
@@ -109,9 +156,7 @@ def kshot_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike, progres
     import task_suites
 
     ckpt = load_checkpoint(checkpoint)
-    if cfg is None:
-        cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"].items()})
-    cfg = TrainConfig(**{**to_dict(cfg), **{k: v for k, v in overrides.items() if v is not None}})
+    cfg = _checkpoint_config(ckpt, cfg, overrides)
     learner = learner_from_checkpoint(ckpt, device=cfg.device)
     suite = suite or task_suites.make(cfg.suite, seed=cfg.seed)
     tasks = select_tasks(suite.test_tasks, cfg.kshot_tasks_per_class)
@@ -125,3 +170,50 @@ def kshot_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike, progres
     _print_kshot(df, info, ckpt["env_steps"], ckpt["sources"], out=out)
     out(f"\nwrote {out_csv}")
     return df
+
+
+def control_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike, out=print, suite=None,
+                cfg: TrainConfig | None = None, **overrides) -> tuple[pd.DataFrame, dict]:
+    """Control evaluation of a checkpoint on the suite's held-out tasks; prints and writes a table.
+
+    Meta-World suites are scored by ``metaworld.evaluation.metalearning_evaluation``; other suites
+    by the same protocol over their vector envs (mean evaluation return).
+    """
+    import task_suites
+    from meta_mbrl.evaluation import metaworld_evaluation, protocol_evaluation
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = _checkpoint_config(ckpt, cfg, overrides)
+    learner = learner_from_checkpoint(ckpt, device=cfg.device)
+    suite = suite or task_suites.make(cfg.suite, seed=cfg.seed)
+    max_steps = cfg.control_max_episode_steps or None
+    if hasattr(suite, "make_benchmark_envs"):
+        agent = build_agent(cfg, learner, suite, num_envs=len(suite.test_classes))
+        df, info = metaworld_evaluation(
+            agent, suite, num_evals=cfg.control_num_evals, adaptation_episodes=cfg.control_adaptation_episodes,
+            evaluation_episodes=cfg.control_evaluation_episodes, max_episode_steps=max_steps, seed=cfg.seed,
+        )
+        judge = "metaworld.evaluation.metalearning_evaluation"
+    else:
+        tasks = list(suite.test_tasks)
+        agent = build_agent(cfg, learner, suite, num_envs=len(tasks))
+        df, info = protocol_evaluation(agent, suite, tasks, adaptation_episodes=cfg.control_adaptation_episodes,
+                                       evaluation_episodes=cfg.control_evaluation_episodes, seed=cfg.seed)
+        judge = "meta_mbrl.evaluation.protocol_evaluation (mean return; no success criterion)"
+    df["planner"] = cfg.planner
+    df["meta_train_env_steps"] = ckpt["env_steps"]
+    write_csv(df, out_csv)
+    with pd.option_context("display.width", 200, "display.precision", 3):
+        out(f"\nControl on held-out test tasks, judged by {judge}")
+        out(f"planner={cfg.planner} (horizon {cfg.plan_horizon}, population {cfg.plan_population}, "
+            f"{cfg.plan_iterations} iterations); {info['adaptation_episodes']} adaptation + "
+            f"{info['evaluation_episodes']} evaluation episodes per sub-env"
+            + (f" x {info['num_evals']} rounds" if "num_evals" in info else ""))
+        out(df.drop(columns=["planner", "meta_train_env_steps"]).to_string(index=False))
+        if "mean_success_rate" in info:
+            out(f"mean success rate: {info['mean_success_rate']:.3f}   mean return: {info['mean_return']:.1f}")
+        out(f"meta-training data: {ckpt['env_steps']} env steps from {json.dumps(ckpt['sources'])}")
+        out(f"test-time env steps: {info['adapt_env_steps']} adaptation + {info['eval_env_steps']} evaluation "
+            f"({info['seconds']:.0f} s)")
+    out(f"wrote {out_csv}")
+    return df, info

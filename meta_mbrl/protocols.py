@@ -56,3 +56,6 @@ class MetaLearner(Protocol):
 
     def adapt(self, context: Transitions, **opts: Any) -> DynamicsModel:
         """Adapts the prior to the task(s) the context comes from."""
+
+    def prior(self, num_tasks: int | None = None) -> DynamicsModel:
+        """The unadapted prior as a model of one task, or a batch of ``num_tasks`` identical ones."""

@@ -100,14 +100,30 @@ class MetaWorldSuite(BaseSuite):
         return env
 
     def make_benchmark_envs(self, split: str = "test", meta_batch_size: int | None = None, seed: int | None = None,
-                            strategy: str = "sync") -> gym.vector.VectorEnv:
-        """Meta-World's own vector env for ``split``, as ``metaworld.evaluation`` expects it."""
+                            strategy: str = "sync", max_episode_steps: int | None = None,
+                            total_tasks_per_cls: int | None = None) -> gym.vector.VectorEnv:
+        """Meta-World's own vector env for ``split``, as ``metaworld.evaluation`` expects it.
+
+        Args:
+            split: ``"train"`` or ``"test"``.
+            meta_batch_size: sub-envs, a multiple of the split's number of classes (default: one per class).
+            seed: env seed (default: the suite's).
+            strategy: ``"sync"`` or ``"async"``.
+            max_episode_steps: shorter episodes than the benchmark's 500 (smoke tests only).
+            total_tasks_per_cls: only the first goals of each class.
+        """
         import metaworld
 
+        if split not in ("train", "test"):
+            raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+        if self.benchmark_name == "custom":
+            raise ValueError("suite: Meta-World's vector envs exist for ML1/ML10/ML45, not custom splits")
         classes = self.test_classes if split == "test" else self.train_classes
         mbs = meta_batch_size or len(classes)
         make = metaworld.make_ml_envs_test if split == "test" else metaworld.make_ml_envs_train
+        extra = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
         return make(
             self.benchmark_name.split(":", 1)[-1] if self.benchmark_name.startswith("ML1:") else self.benchmark_name,
             seed=self.seed if seed is None else seed, meta_batch_size=mbs, vector_strategy=strategy,
+            total_tasks_per_cls=total_tasks_per_cls, **extra,
         )

@@ -19,6 +19,7 @@ __all__ = ["PointMassSuite", "PointMassEnv", "PointMassVecEnv"]
 
 DT = 0.1
 BOUND = 2.0
+START = 1.5  # episodes start anywhere in [-1.5, 1.5]^2, so exploration data covers the goals' region
 
 
 def _params(tasks: Sequence[Task]) -> np.ndarray:
@@ -30,7 +31,9 @@ def _step(pos, vel, act, params):
     act = np.clip(act, -1.0, 1.0)
     mass, damping, goal = params[:, 0:1], params[:, 1:2], params[:, 2:4]
     vel = vel + DT * (act / mass - damping * vel)
-    pos = np.clip(pos + DT * vel, -BOUND, BOUND)
+    pos = pos + DT * vel
+    hit = np.abs(pos) > BOUND  # a wall stops the mass along that axis
+    pos, vel = np.clip(pos, -BOUND, BOUND), np.where(hit, 0.0, vel)
     reward = -np.linalg.norm(pos - goal, axis=-1) - 0.01 * np.sum(act * act, axis=-1)
     return pos, vel, reward
 
@@ -54,7 +57,7 @@ class PointMassVecEnv(gym.vector.VectorEnv):
         self.t = np.zeros(self.num_envs, dtype=np.int64)
 
     def _reset_idx(self, idx):
-        self.pos[idx] = self._rng.uniform(-0.2, 0.2, size=(len(idx), 2))
+        self.pos[idx] = self._rng.uniform(-START, START, size=(len(idx), 2))
         self.vel[idx] = 0.0
         self.t[idx] = 0
 
@@ -97,7 +100,7 @@ class PointMassEnv(gym.Env):
     def reset(self, *, seed=None, options=None):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        self.pos = self._rng.uniform(-0.2, 0.2, size=(1, 2))
+        self.pos = self._rng.uniform(-START, START, size=(1, 2))
         self.vel = np.zeros((1, 2))
         self.t = 0
         return np.concatenate([self.pos, self.vel], axis=1)[0], {}

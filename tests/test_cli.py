@@ -33,13 +33,16 @@ def test_make_config_rejects_bad_values():
 
 def test_train_then_bench_kshot_on_point_mass(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--suite", "point-mass", "--preset", "test", "--tasks-per-class", "0", "--run-dir", str(run),
-            "--no-progress"]
+    args = ["train", "--suite", "point-mass", "--preset", "test", "--tasks-per-class", "0", "--oracle-steps", "300",
+            "--oracle-transitions", "2000", "--run-dir", str(run), "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "Few-shot model benchmark" in out and "gap closed" in out
-    for f in ("config.json", "checkpoint.pt", "train_log.csv", "kshot.csv", "train_buffer.npz"):
+    assert "Control on held-out test tasks" in out
+    for f in ("config.json", "checkpoint.pt", "train_log.csv", "kshot.csv", "train_buffer.npz", "control.csv"):
         assert (run / f).exists(), f
+    control = pd.read_csv(run / "control.csv")
+    assert len(control) == 10 and control.eval_return.notna().all()
     df = pd.read_csv(run / "kshot.csv")
     assert KSHOT_COLUMNS <= set(df.columns) and set(df.method) == {"prior", "adapted", "scratch", "oracle"}
     assert set(df.k) == {8, 16}
@@ -57,6 +60,12 @@ def test_train_then_bench_kshot_on_point_mass(tmp_path, capsys):
     assert main(["bench", "kshot", "--checkpoint", str(run), "--out", str(out_csv), "--ks", "4", "--no-progress"]) == 0
     assert set(pd.read_csv(out_csv).k) == {4}
 
+    ctl = tmp_path / "c.csv"
+    assert main(["evaluate", "--checkpoint", str(run), "--out", str(ctl), "--planner", "mppi", "--horizon", "3"]) == 0
+    assert set(pd.read_csv(ctl).planner) == {"mppi"}
+    assert main(["evaluate", "--checkpoint", str(run), "--planner", "cem", "--population", "0"]) == 2
+    assert "plan_population: expected >= 1" in capsys.readouterr().err
+
 
 def test_cli_errors_name_the_argument(tmp_path, capsys):
     assert main(["bench", "kshot", "--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "x.csv")]) == 2
@@ -72,3 +81,21 @@ def test_train_ml10_tiny(tmp_path, capsys):
     df = pd.read_csv(run / "kshot.csv")
     assert df.task.str.startswith("ml10/test/").all() and df.task.nunique() == 5
     assert (df.meta_train_env_steps == 10 * 500).all()
+    out = capsys.readouterr().out
+    assert "judged by metaworld.evaluation.metalearning_evaluation" in out and "mean success rate" in out
+    control = pd.read_csv(run / "control.csv")
+    assert sorted(control.task_class) == sorted(["door-close-v3", "drawer-open-v3", "lever-pull-v3", "shelf-place-v3",
+                                                 "sweep-into-v3"])
+    assert control.success_rate.between(0, 1).all()
+
+
+def test_model_based_rounds_from_the_cli(tmp_path):
+    run = tmp_path / "mb"
+    args = ["train", "--suite", "point-mass", "--preset", "test", "--tasks-per-class", "0", "--mb-rounds", "2",
+            "--mb-tasks-per-class", "0", "--run-dir", str(run), "--no-progress"]
+    assert main(args) == 0
+    from meta_mbrl.training import load_checkpoint
+
+    ckpt = load_checkpoint(run)
+    # 40 tasks x 50 steps of colored noise, then one agent round on the same 40 tasks
+    assert ckpt["env_steps"] == 2 * 40 * 50 and ckpt["sources"][-1]["policy"] == "mpc-agent/round1"

@@ -130,14 +130,25 @@ class TaskBuffer:
         rng: np.random.Generator,
         device: torch.device | str | None = None,
         task_ids: Sequence[str] | None = None,
+        query_mode: str = "following",
     ) -> TaskBatch:
-        """Samples a TaskBatch: ``tasks_per_batch`` tasks, each a support window and the query after it.
+        """Samples a TaskBatch: ``tasks_per_batch`` tasks, each a support window and a query window.
 
         Tasks are drawn without replacement when there are enough of them.
+
+        Args:
+            query_mode: ``"following"``: the query is the ``K`` transitions right after the support
+                (GrBAL: adaptation is trained to predict the near future); ``"task"``: the query is a
+                window drawn anywhere in the same task's trajectories (adaptation is trained to
+                identify the task, e.g. a hidden goal, which planning far from the context needs).
 
         Shapes:
             support: batch shape ``(T, M)``; query: ``(T, K)``.
         """
+        if query_mode not in ("following", "task"):
+            raise ValueError(f"query_mode: expected 'following' or 'task', got {query_mode!r}")
+        if query_mode == "task":
+            return self._sample_task_query(tasks_per_batch, support, query, rng, device, task_ids)
         if support < 1 or query < 1:
             raise ValueError(f"support/query: expected >= 1 transitions each, got {support}/{query}")
         if tasks_per_batch < 1:
@@ -154,6 +165,23 @@ class TaskBuffer:
         idx = first[:, None] + np.arange(window)[None]
         tr = as_tensor_transitions(Transitions(*(flat[f][idx] for f in _FIELDS)), device=device)
         return TaskBatch(tr.index((slice(None), slice(0, support))), tr.index((slice(None), slice(support, None))))
+
+    def _sample_task_query(self, tasks_per_batch, support, query, rng, device, task_ids) -> TaskBatch:
+        if support < 1 or query < 1:
+            raise ValueError(f"support/query: expected >= 1 transitions each, got {support}/{query}")
+        if tasks_per_batch < 1:
+            raise ValueError(f"tasks_per_batch: expected >= 1, got {tasks_per_batch}")
+        flat = self._flatten()
+        s_starts, q_starts = self._valid_starts(support), self._valid_starts(query)
+        allowed = range(len(self.task_ids)) if task_ids is None else [self.task_ids.index(t) for t in task_ids]
+        eligible = np.array([t for t in allowed if s_starts[t].size and q_starts[t].size], dtype=np.int64)
+        if eligible.size == 0:
+            raise ValueError(f"support/query: no trajectory holds a window of {max(support, query)} transitions")
+        chosen = rng.choice(eligible, size=tasks_per_batch, replace=tasks_per_batch > eligible.size)
+        s_idx = np.array([s_starts[t][rng.integers(s_starts[t].size)] for t in chosen])[:, None] + np.arange(support)
+        q_idx = np.array([q_starts[t][rng.integers(q_starts[t].size)] for t in chosen])[:, None] + np.arange(query)
+        return TaskBatch(*(as_tensor_transitions(Transitions(*(flat[f][idx] for f in _FIELDS)), device=device)
+                           for idx in (s_idx, q_idx)))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:

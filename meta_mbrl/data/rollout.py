@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from meta_mbrl.data.buffer import TaskBuffer
 from meta_mbrl.data.policies import make_policy
+from meta_mbrl.types import Transitions
 
 __all__ = ["collect"]
 
@@ -32,8 +33,10 @@ def collect(
     Args:
         suite: a task suite (``task_suites.make(...)``).
         tasks: tasks of the suite.
-        policy: ``"uniform"``, ``"colored-noise"``, ``"ou"``, or a callable ``obs (B, O) -> act (B, A)``
-            (optionally with ``reset(mask)``).
+        policy: ``"uniform"``, ``"colored-noise"``, ``"ou"``, or a callable ``obs (B, O) -> act (B, A)``.
+            A callable may also have ``reset(mask (B,))`` (told which envs start an episode) and
+            ``observe(Transitions)`` (told every step's transitions, e.g. to adapt online), as
+            :class:`~meta_mbrl.agent.MetaMBRLAgent` has.
         episodes_per_task: episodes recorded per task.
         seed: seeds env resets and the exploration noise.
         num_envs: sub-envs per vector env (default: all tasks at once, at most 10 for Meta-World).
@@ -116,6 +119,8 @@ def _run_chunk(env, tasks, policy, episodes: int, seed: int, buffer: TaskBuffer,
                 ep_start[i] = t + 1
             if hasattr(policy, "reset"):
                 policy.reset(ended)
+        if hasattr(policy, "observe"):
+            policy.observe(Transitions(obs, act, rew, rec["next_obs"][t]))
         obs = next_obs
         t += 1
         bar.update(n)

@@ -160,6 +160,13 @@ class MAML(nn.Module):
         return loss, {"query_loss": float(loss.detach()), "query_loss_pre": pre, "support_loss_pre": sup}
 
     # ------------------------------------------------------------------ adaptation
+    def prior(self, num_tasks: int | None = None) -> AdaptedModel:
+        """The unadapted prior as an AdaptedModel (a batch of ``num_tasks`` copies, no memory copy)."""
+        params = {k: v.detach() for k, v in self.model.param_dict().items()}
+        if num_tasks is not None:
+            params = {k: v.expand(num_tasks, *v.shape) for k, v in params.items()}
+        return AdaptedModel(self.model, params, num_tasks)
+
     @torch.no_grad()
     def adapt(self, context: Transitions, steps: int | None = None, lr: float | None = None) -> AdaptedModel:
         """Adapts the prior to one task (context ``(K, ·)``) or a batch (``(T, K, ·)``).
@@ -182,9 +189,7 @@ class MAML(nn.Module):
             dtype=ref.dtype, device=ref.device, min_dims=1, max_dims=2,
         )
         num_tasks = context.obs.shape[0] if context.obs.dim() == 3 else None
-        params = {k: v.detach() for k, v in prior.items()}
-        if num_tasks is not None:
-            params = {k: v.expand(num_tasks, *v.shape) for k, v in params.items()}
+        params = self.prior(num_tasks).params
         for _ in range(steps):
             _, g = self.model.loss_grad(params, context)
             params = self._step(params, {k: g[k] for k in self.adapt_names}, lr)

@@ -39,6 +39,7 @@ def meta_train(
     progress: bool = True,
     tensorboard: bool = False,
     config: dict | None = None,
+    query_mode: str = "following",
 ) -> pd.DataFrame:
     """Meta-trains ``learner`` on windows sampled from ``buffer`` with Adam.
 
@@ -60,6 +61,7 @@ def meta_train(
         progress: show a progress bar.
         tensorboard: also log to ``run_dir/tb`` (needs the ``tensorboard`` extra).
         config: stored in the checkpoint.
+        query_mode: ``"following"`` (GrBAL) or ``"task"`` (query anywhere in the task); see ``TaskBuffer.sample``.
 
     Returns:
         The training log as a DataFrame (one row per ``log_every`` steps).
@@ -105,7 +107,7 @@ def meta_train(
     bar = tqdm(range(start, steps), desc="meta-train", unit="step", disable=not progress, initial=start, total=steps)
     t0, acc = time.perf_counter(), []
     for step in bar:
-        batch = buffer.sample(tasks_per_batch, support, query, rng, device=device)
+        batch = buffer.sample(tasks_per_batch, support, query, rng, device=device, query_mode=query_mode)
         loss, info = learner.meta_loss(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()

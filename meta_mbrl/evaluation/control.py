@@ -1,0 +1,181 @@
+"""Control evaluation: success rates of a meta-learning agent on a suite's held-out tasks.
+
+For Meta-World suites the judge is Meta-World's own ``metaworld.evaluation.metalearning_evaluation``
+(not reimplemented here): per evaluation round it samples a goal per test sub-env, lets the agent
+explore for ``adaptation_episodes`` episodes (``adapt_action`` / ``step``), calls ``adapt()``, then
+scores ``evaluation_episodes`` episodes of ``eval_action`` with termination on success.
+
+Suites that are not Meta-World's (the fast point-mass suite) have no such harness; for them
+:func:`protocol_evaluation` drives the same protocol over ``suite.make_vec_env`` and reports
+returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["metaworld_evaluation", "protocol_evaluation", "random_agent_returns"]
+
+
+def metaworld_evaluation(
+    agent,
+    suite,
+    *,
+    num_evals: int = 1,
+    adaptation_episodes: int = 1,
+    evaluation_episodes: int = 1,
+    meta_batch_size: int | None = None,
+    max_episode_steps: int | None = None,
+    total_tasks_per_cls: int | None = None,
+    seed: int | None = None,
+    strategy: str = "sync",
+) -> tuple[pd.DataFrame, dict]:
+    """Scores ``agent`` on a Meta-World suite's test classes with ``metalearning_evaluation``.
+
+    Args:
+        agent: a ``MetaLearningAgent`` acting in ``meta_batch_size`` envs (e.g. :class:`MetaMBRLAgent`).
+        suite: a Meta-World suite (``task_suites.make("ml10")``).
+        num_evals: evaluation rounds, each with freshly sampled test goals.
+        adaptation_episodes / evaluation_episodes: episodes per sub-env per round.
+        meta_batch_size: test sub-envs (a multiple of the number of test classes; default: one per class).
+        max_episode_steps: shorter episodes than the benchmark's 500 (for smoke tests only).
+        total_tasks_per_cls: use only the first goals of each test class.
+        seed: the envs' seed (default: the suite's).
+        strategy: ``"sync"`` or ``"async"`` vector env.
+
+    Returns:
+        ``(df, info)``: one row per test class with its ``success_rate``, and info with the mean
+        success rate and return, env steps spent (``adapt_env_steps``, ``eval_env_steps``) and time.
+    """
+    from metaworld.evaluation import metalearning_evaluation
+
+    if not hasattr(suite, "make_benchmark_envs"):
+        raise ValueError(f"suite: expected a Meta-World suite, got {type(suite).__name__}; use protocol_evaluation")
+    for name, v in (("num_evals", num_evals), ("adaptation_episodes", adaptation_episodes),
+                    ("evaluation_episodes", evaluation_episodes)):
+        if v < 1:
+            raise ValueError(f"{name}: expected >= 1, got {v}")
+    mbs = meta_batch_size or len(suite.test_classes)
+    if mbs % len(suite.test_classes):
+        raise ValueError(f"meta_batch_size: expected a multiple of {len(suite.test_classes)} (test classes), got {mbs}")
+    if agent.num_envs != mbs:
+        raise ValueError(f"agent: expected an agent for {mbs} envs (meta_batch_size), got num_envs={agent.num_envs}")
+    envs = suite.make_benchmark_envs("test", meta_batch_size=mbs, seed=seed, strategy=strategy,
+                                     max_episode_steps=max_episode_steps, total_tasks_per_cls=total_tasks_per_cls)
+    before = dict(agent.env_steps)
+    t0 = time.perf_counter()
+    try:
+        mean_success, mean_return, per_class = metalearning_evaluation(
+            agent, envs, num_evals=num_evals, adaptation_steps=1, adaptation_episodes=adaptation_episodes,
+            evaluation_episodes=evaluation_episodes,
+        )
+    finally:
+        envs.close()
+    df = pd.DataFrame({"task_class": list(per_class), "success_rate": [float(v) for v in per_class.values()]})
+    df = df.sort_values("task_class").reset_index(drop=True)
+    info = {
+        "mean_success_rate": float(mean_success),
+        "mean_return": float(mean_return),
+        "num_evals": num_evals, "adaptation_episodes": adaptation_episodes, "evaluation_episodes": evaluation_episodes,
+        "meta_batch_size": mbs, "max_episode_steps": max_episode_steps or suite.max_episode_steps,
+        "adapt_env_steps": agent.env_steps["adapt"] - before["adapt"],
+        "eval_env_steps": agent.env_steps["eval"] - before["eval"],
+        "seconds": time.perf_counter() - t0,
+    }
+    return df, info
+
+
+def protocol_evaluation(
+    agent,
+    suite,
+    tasks: Sequence,
+    *,
+    adaptation_episodes: int = 1,
+    evaluation_episodes: int = 1,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict]:
+    """The meta-learning protocol (adapt episodes, ``adapt()``, evaluation episodes) on any suite.
+
+    One sub-env per task, ``agent.num_envs == len(tasks)``. Used for suites without Meta-World's
+    harness. Returns one row per task with ``eval_return`` (mean evaluation-episode return) and,
+    where the env reports it, ``success_rate``.
+    """
+    tasks = suite.check_tasks(tasks)
+    if agent.num_envs != len(tasks):
+        raise ValueError(f"agent: expected an agent for {len(tasks)} envs (one per task), got num_envs={agent.num_envs}")
+    env = suite.make_vec_env(tasks, seed=seed)
+    t0 = time.perf_counter()
+    try:
+        agent.init()
+        before = dict(agent.env_steps)
+        _episodes(env, tasks, agent, adaptation_episodes, seed, adapt=True)
+        agent.adapt()
+        returns, success = _episodes(env, tasks, agent, evaluation_episodes, seed + 1, adapt=False)
+    finally:
+        env.close()
+    df = pd.DataFrame({"task": [t.id for t in tasks], "eval_return": returns.mean(1)})
+    if success is not None:
+        df["success_rate"] = success.mean(1)
+    info = {"adapt_env_steps": agent.env_steps["adapt"] - before["adapt"],
+            "eval_env_steps": agent.env_steps["eval"] - before["eval"], "seconds": time.perf_counter() - t0,
+            "adaptation_episodes": adaptation_episodes, "evaluation_episodes": evaluation_episodes}
+    return df, info
+
+
+def _episodes(env, tasks, agent, episodes: int, seed: int, adapt: bool):
+    """Runs ``episodes`` episodes in every sub-env; returns per-env returns and successes ``(n, episodes)``."""
+    from metaworld.evaluation import Timestep
+
+    n = len(tasks)
+    obs, _ = env.reset(seed=seed)
+    agent.reset(np.ones(n, dtype=bool))
+    returns = np.zeros((n, episodes))
+    success = np.zeros((n, episodes))
+    has_success = False
+    ret, done = np.zeros(n), np.zeros(n, dtype=np.int64)
+    while (done < episodes).any():
+        if adapt:
+            act, aux = agent.adapt_action(obs)
+        else:
+            act = agent.eval_action(obs)
+        next_obs, rew, term, trunc, info = env.step(act)
+        if adapt:
+            agent.step(Timestep(obs, act, rew, term, trunc, aux))
+        ret += rew
+        ended = np.logical_or(term, trunc)
+        for i in np.flatnonzero(ended):
+            if done[i] < episodes:
+                returns[i, done[i]] = ret[i]
+                if "success" in info:
+                    has_success = True
+                    success[i, done[i]] = float(np.asarray(info["success"])[i])
+                done[i] += 1
+            ret[i] = 0.0
+        agent.reset(ended)
+        obs = next_obs
+    return returns, (success if has_success else None)
+
+
+def random_agent_returns(suite, tasks: Sequence, episodes: int = 1, seed: int = 0) -> np.ndarray:
+    """Mean episode return per task of uniform random actions (the baseline a planner must beat)."""
+    env = suite.make_vec_env(suite.check_tasks(tasks), seed=seed)
+    rng = np.random.default_rng(seed)
+    try:
+        env.reset(seed=seed)
+        n, total, ret, done = len(tasks), np.zeros(len(tasks)), np.zeros(len(tasks)), np.zeros(len(tasks), dtype=np.int64)
+        while (done < episodes).any():
+            act = rng.uniform(suite.action_low, suite.action_high, size=(n, suite.act_dim)).astype(np.float32)
+            _, rew, term, trunc, _ = env.step(act)
+            ret += rew
+            for i in np.flatnonzero(np.logical_or(term, trunc)):
+                if done[i] < episodes:
+                    total[i] += ret[i]
+                    done[i] += 1
+                ret[i] = 0.0
+    finally:
+        env.close()
+    return total / episodes

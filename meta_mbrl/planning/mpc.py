@@ -1,0 +1,137 @@
+"""MPCController: receding-horizon control with a planner, warm start and replanning -- the one stateful piece."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from meta_mbrl.planning.base import Planner, check_float, check_int
+from meta_mbrl.planning.objective import make_objective
+from meta_mbrl.protocols import DynamicsModel
+
+__all__ = ["MPCController"]
+
+
+class MPCController:
+    """Model-predictive control for ``B`` environments at once.
+
+    On a replanning step, ``act`` builds the objective ``make_objective(model, obs)`` and calls
+    ``planner.plan(objective, init_mean (B, H, A))`` once for all envs. Each env's ``init_mean`` is
+    its previous plan shifted by the number of steps played since (the freed last steps filled with
+    mid-range actions), or mid-range actions after :meth:`reset`. Between replanning steps (with
+    ``replan_every > 1``) it plays the cached plan. A :meth:`reset` of any env forces a replan at the
+    next ``act`` (for all envs, since they are planned together).
+
+    Args:
+        planner: a :class:`~meta_mbrl.planning.base.Planner` (CEM, MPPI, RandomShooting) or anything
+            with ``plan(objective, init_mean)``, ``horizon``, ``action_low`` and ``action_high``.
+        num_envs: number of environments ``B``.
+        replan_every: replan every this many steps (``1 <= replan_every <= H``).
+        discount: per-step discount of the imagined returns.
+        device: where observations are sent (float32) before the model converts them; should match
+            the planner's and the model's device.
+
+    Shapes:
+        ``act(obs (B, O), model) -> actions (B, A)`` (numpy float32); ``last_plan``: ``(B, H, A)``.
+
+    Example:
+        >>> import numpy as np
+        >>> from meta_mbrl.models import FunctionModel
+        >>> from meta_mbrl.planning import CEM
+        >>> model = FunctionModel(lambda o, a: (o + a, -(o + a).square().sum(-1)), obs_dim=1, act_dim=1)
+        >>> mpc = MPCController(CEM([-1.0], [1.0], horizon=5, population=100, seed=0), num_envs=2)
+        >>> mpc.act(np.array([[0.5], [-0.5]]), model).round(1)  # move each env back to 0
+        array([[-0.5],
+               [ 0.5]], dtype=float32)
+    """
+
+    def __init__(self, planner: Planner, num_envs: int = 1, replan_every: int = 1, discount: float = 1.0,
+                 device: torch.device | str = "cpu"):
+        for attr in ("plan", "horizon", "action_low", "action_high"):
+            if not hasattr(planner, attr):
+                raise ValueError(f"planner: expected a Planner with a {attr!r} attribute, got {type(planner).__name__}")
+        self.planner = planner
+        self.num_envs = check_int("num_envs", num_envs, 1)
+        self.horizon = check_int("planner.horizon", planner.horizon, 1)
+        self.replan_every = check_int("replan_every", replan_every, 1)
+        if self.replan_every > self.horizon:
+            raise ValueError(f"replan_every: expected <= planner.horizon ({self.horizon}), got {self.replan_every}")
+        self.discount = check_float("discount", discount, 0.0, 1.0)
+        self.device = torch.device(device)
+        self._low = torch.as_tensor(planner.action_low, dtype=torch.float32, device=self.device)
+        self._high = torch.as_tensor(planner.action_high, dtype=torch.float32, device=self.device)
+        self._low_np, self._high_np = self._low.cpu().numpy(), self._high.cpu().numpy()
+        self._mid = (self._low + self._high) / 2
+        self._plan: torch.Tensor | None = None  # (B, H, A), the last plan
+        self._t = 0  # steps of the last plan played so far
+        self._fresh = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)  # envs to start from mid-range
+        self.num_plans = 0
+
+    @property
+    def action_dim(self) -> int:
+        return int(self._low.shape[0])
+
+    @property
+    def last_plan(self) -> torch.Tensor | None:
+        """The most recent plan ``(B, H, A)``, or ``None`` before the first ``act``."""
+        return self._plan
+
+    def warm_start(self) -> torch.Tensor:
+        """The ``init_mean (B, H, A)`` the next replanning would use."""
+        b, h, a = self.num_envs, self.horizon, self.action_dim
+        mid = self._mid.expand(b, h, a)
+        if self._plan is None:
+            return mid.clone()
+        k = self._t
+        shifted = torch.cat([self._plan[:, k:], mid[:, :k]], dim=1) if k else self._plan.clone()
+        return torch.where(self._fresh[:, None, None], mid, shifted)
+
+    def act(self, obs: np.ndarray | torch.Tensor, model: DynamicsModel) -> np.ndarray:
+        """The next action of each env.
+
+        Args:
+            obs: current observations ``(B, O)``, numpy or tensor.
+            model: the DynamicsModel to plan with (e.g. an adapted model, task-batched with ``num_tasks=B``).
+
+        Returns:
+            Actions ``(B, A)``, numpy float32, inside the planner's bounds.
+
+        Raises:
+            ValueError: if ``obs`` is not ``(B, O)`` or does not match the model.
+        """
+        if isinstance(obs, np.ndarray):
+            obs = torch.from_numpy(np.ascontiguousarray(obs))
+        if not isinstance(obs, torch.Tensor):
+            raise ValueError(f"obs: expected a numpy array or tensor of shape ({self.num_envs}, O), got {type(obs).__name__}")
+        if obs.dim() != 2 or obs.shape[0] != self.num_envs:
+            raise ValueError(f"obs: expected shape ({self.num_envs}, O) (num_envs={self.num_envs}), got {tuple(obs.shape)}")
+        if self._plan is None or self._t >= self.replan_every or bool(self._fresh.any()):
+            objective = make_objective(model, obs.to(device=self.device, dtype=torch.float32), self.discount)
+            plan = self.planner.plan(objective, self.warm_start())
+            if tuple(plan.shape) != (self.num_envs, self.horizon, self.action_dim):
+                raise ValueError(f"planner: expected a plan of shape {(self.num_envs, self.horizon, self.action_dim)}, "
+                                 f"got {tuple(plan.shape)}")
+            self._plan = plan.to(device=self.device, dtype=torch.float32)
+            self._t = 0
+            self._fresh.zero_()
+            self.num_plans += 1
+        action = self._plan[:, self._t]
+        self._t += 1
+        return np.clip(action.cpu().numpy().astype(np.float32, copy=False), self._low_np, self._high_np)
+
+    def reset(self, mask: np.ndarray | torch.Tensor | None = None) -> None:
+        """Forgets the warm start of the envs in the boolean ``mask (B,)`` (all if ``None``).
+
+        The next ``act`` replans, starting those envs from mid-range actions.
+        """
+        if mask is None:
+            self._fresh.fill_(True)
+            return
+        m = torch.as_tensor(np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask))
+        if m.dtype != torch.bool or tuple(m.shape) != (self.num_envs,):
+            raise ValueError(f"mask: expected a boolean array of shape ({self.num_envs},), got dtype {m.dtype} "
+                             f"shape {tuple(m.shape)}")
+        self._fresh |= m.to(self.device)
+
+    def __repr__(self) -> str:
+        return f"MPCController({self.planner!r}, num_envs={self.num_envs}, replan_every={self.replan_every})"

@@ -1,0 +1,224 @@
+"""Objectives: imagined returns of action sequences under a dynamics model.
+
+An objective is any callable from candidate action sequences to returns, ``(N, H, A) -> (N,)`` for
+one environment or ``(B, N, H, A) -> (B, N)`` for ``B`` environments at once; planners consume
+nothing else. :func:`make_objective` builds one from a :class:`~meta_mbrl.protocols.DynamicsModel`
+and the current observations, by :func:`imagine` -- a deterministic rollout of the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from meta_mbrl.checks import check_tensor
+from meta_mbrl.planning.base import ObjectiveFn, check_float, check_int
+from meta_mbrl.protocols import DynamicsModel
+
+__all__ = ["imagine", "Objective", "ObjectiveFn", "make_objective"]
+
+
+def _model_dims(model) -> tuple[int | None, int | None]:
+    obs_dim, act_dim = getattr(model, "obs_dim", None), getattr(model, "act_dim", None)
+    return (obs_dim if isinstance(obs_dim, int) else None), (act_dim if isinstance(act_dim, int) else None)
+
+
+def _model_dtype_device(model) -> tuple[torch.dtype | None, torch.device | None]:
+    dtype, device = getattr(model, "dtype", None), getattr(model, "device", None)
+    dtype = dtype if isinstance(dtype, torch.dtype) else None
+    device = torch.device(device) if isinstance(device, (torch.device, str)) else None
+    if dtype is None and device is None and isinstance(model, torch.nn.Module):
+        p = next(model.parameters(), None)
+        if p is not None:
+            return p.dtype, p.device
+    return dtype, device
+
+
+def _check_obs(model, obs: torch.Tensor) -> None:
+    obs_dim, _ = _model_dims(model)
+    check_tensor("obs", obs, last_dim=obs_dim)
+    if obs.dim() not in (1, 2) or obs.shape[-1] == 0:
+        raise ValueError(f"obs: expected shape (O,) or (B, O), got {tuple(obs.shape)}")
+    if obs.dim() == 2 and obs.shape[0] == 0:
+        raise ValueError(f"obs: expected at least one env, got shape {tuple(obs.shape)}")
+
+
+def _check_actions(model, obs: torch.Tensor, actions: object) -> None:
+    _, act_dim = _model_dims(model)
+    check_tensor("actions", actions, last_dim=act_dim)
+    assert isinstance(actions, torch.Tensor)
+    if obs.dim() == 1:
+        if actions.dim() != 3:
+            raise ValueError(f"actions: expected shape (N, H, A) for obs of shape {tuple(obs.shape)}, got {tuple(actions.shape)}")
+    elif actions.dim() != 4 or actions.shape[0] != obs.shape[0]:
+        raise ValueError(f"actions: expected shape ({obs.shape[0]}, N, H, A) for obs of shape {tuple(obs.shape)} "
+                         f"(B={obs.shape[0]} envs), got {tuple(actions.shape)}")
+    if actions.shape[-3] == 0 or actions.shape[-2] == 0:
+        raise ValueError(f"actions: expected at least one candidate and one step, got shape {tuple(actions.shape)}")
+
+
+CPU_MAX_ROWS = 2048
+"""Default cap on the rows ``B * n`` of one model call on CPU: larger populations are rolled out in
+chunks of candidates so that a call's activations stay in the CPU cache (a 3x200 MLP ran ~1.3x faster
+at ~2,000 rows per call than at 5,000). Accelerators get no chunking by default."""
+
+
+def _rollout_chunk(model, obs: torch.Tensor, actions: torch.Tensor, discount: float) -> torch.Tensor:
+    lead = actions.shape[:-2]  # (N,) or (B, N)
+    o = obs.unsqueeze(-2).expand(*lead, obs.shape[-1])
+    acts = actions.movedim(-2, 0).contiguous()  # (H, ..., A): one copy, then each step is a contiguous view
+    ret = torch.zeros(lead, dtype=obs.dtype, device=obs.device)
+    w = 1.0
+    for h in range(acts.shape[0]):
+        pred = model.predict(o, acts[h])
+        if pred.reward.shape != lead or pred.next_obs.shape != o.shape:
+            raise ValueError(f"model: expected predict to return next_obs {tuple(o.shape)} and reward {tuple(lead)}, "
+                             f"got {tuple(pred.next_obs.shape)} and {tuple(pred.reward.shape)}")
+        ret.add_(pred.reward, alpha=w)
+        o = pred.next_obs
+        w *= discount
+    return ret
+
+
+def _rollout(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, max_rows: int | None) -> torch.Tensor:
+    """The unchecked rollout: ``obs (B, O)``, ``actions (B, N, H, A)`` -> ``(B, N)`` (or without ``B``).
+
+    Candidates are independent, so rolling them out in chunks along ``N`` gives the same returns.
+    """
+    n = actions.shape[-3]
+    if max_rows is None and obs.device.type != "cpu":
+        chunk = n
+    else:
+        chunk = max(1, (max_rows or CPU_MAX_ROWS) // (obs.shape[0] if obs.dim() == 2 else 1))
+    if chunk >= n:
+        return _rollout_chunk(model, obs, actions, discount)
+    parts = [_rollout_chunk(model, obs, actions[..., i:i + chunk, :, :], discount) for i in range(0, n, chunk)]
+    return torch.cat(parts, dim=-1)
+
+
+def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, discount: float = 1.0,
+            max_rows: int | None = None) -> torch.Tensor:
+    """Discounted return of each action sequence, rolling ``model`` forward from ``obs``.
+
+    ``returns = sum_h discount**h * reward_h`` where ``reward_h`` is the model's predicted reward for
+    step ``h``, and the next observation is the model's ``next_obs``. For a Gaussian model (a
+    Prediction with ``next_obs_std``) the mean is used, no sampling: the rollout is deterministic.
+
+    In the batched case the model is always called with inputs ``(B, N, ·)`` (never flattened to
+    ``B * N``), so a task-batched :class:`~meta_mbrl.adaptation.AdaptedModel` with ``num_tasks=B``
+    rolls each env under its own adapted model.
+
+    Args:
+        model: a DynamicsModel, ``predict(obs (..., O), act (..., A)) -> Prediction``.
+        obs: start observation(s), on the model's device and dtype.
+        actions: candidate sequences, same dtype and device as ``obs``.
+        discount: per-step discount in ``[0, 1]``.
+        max_rows: cap on ``B * n`` rows per model call; the ``N`` candidates are rolled out in chunks of
+            ``max(1, max_rows // B)`` (same returns, better cache use). ``None``: :data:`CPU_MAX_ROWS`
+            on CPU, no chunking on other devices.
+
+    Returns:
+        The returns, ``(N,)`` or ``(B, N)``.
+
+    Shapes:
+        ``obs (O,)``, ``actions (N, H, A)`` -> ``(N,)``; ``obs (B, O)``, ``actions (B, N, H, A)`` -> ``(B, N)``.
+
+    Raises:
+        ValueError: on mismatched shapes (obs vs model dims, ``B`` of obs vs actions), non-finite input, bad discount.
+
+    Example:
+        >>> import torch
+        >>> from meta_mbrl.models import FunctionModel
+        >>> model = FunctionModel(lambda o, a: (o + a, -(o + a).square().sum(-1)), obs_dim=1, act_dim=1)
+        >>> imagine(model, torch.tensor([1.0]), -torch.ones(2, 3, 1))  # positions 0, -1, -2
+        tensor([-5., -5.])
+    """
+    _check_obs(model, obs)
+    _check_actions(model, obs, actions)
+    discount = check_float("discount", discount, 0.0, 1.0)
+    if max_rows is not None:
+        check_int("max_rows", max_rows, 1)
+    return _rollout(model, obs, actions.to(obs.dtype), discount, max_rows)
+
+
+class Objective:
+    """The imagined-return objective of a model from fixed start observations: ``actions -> returns``.
+
+    Built by :func:`make_objective`; the observations are checked once here, the actions on each call.
+
+    Args:
+        model: a DynamicsModel.
+        obs: start observations ``(O,)`` or ``(B, O)`` (tensor or numpy), converted to the model's
+            dtype and device when the model exposes them (``dtype``/``device`` attributes or parameters).
+        discount: per-step discount in ``[0, 1]``.
+        max_rows: cap on the rows of one model call (see :func:`imagine`).
+
+    Shapes:
+        ``obs (O,)``: ``(N, H, A) -> (N,)``; ``obs (B, O)``: ``(B, N, H, A) -> (B, N)``.
+        Returns come back on the device of the actions.
+
+    Example:
+        >>> import torch
+        >>> from meta_mbrl.models import FunctionModel
+        >>> model = FunctionModel(lambda o, a: (o + a, -(o + a).square().sum(-1)), obs_dim=1, act_dim=1)
+        >>> objective = Objective(model, torch.zeros(3, 1))
+        >>> objective(torch.zeros(3, 5, 2, 1)).shape
+        torch.Size([3, 5])
+    """
+
+    def __init__(self, model: DynamicsModel, obs: torch.Tensor | np.ndarray, discount: float = 1.0,
+                 max_rows: int | None = None):
+        if not callable(getattr(model, "predict", None)):
+            raise ValueError(f"model: expected a DynamicsModel with a predict(obs, act) method, got {type(model).__name__}")
+        dtype, device = _model_dtype_device(model)
+        if isinstance(obs, np.ndarray):
+            obs = torch.from_numpy(np.ascontiguousarray(obs)).to(dtype or torch.float32)
+        if isinstance(obs, torch.Tensor) and (dtype is not None or device is not None):
+            obs = obs.to(device=device, dtype=dtype)
+        _check_obs(model, obs)
+        self.model, self.obs = model, obs
+        self.discount = check_float("discount", discount, 0.0, 1.0)
+        self.max_rows = None if max_rows is None else check_int("max_rows", max_rows, 1)
+
+    @property
+    def batched(self) -> bool:
+        """Whether the objective plans for ``B`` envs (``obs (B, O)``)."""
+        return self.obs.dim() == 2
+
+    @property
+    def num_envs(self) -> int | None:
+        """``B``, or ``None`` for one unbatched env."""
+        return self.obs.shape[0] if self.batched else None
+
+    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
+        """Returns of ``actions`` (see Shapes); raises ValueError on bad shapes."""
+        _check_actions(self.model, self.obs, actions)
+        acts = actions.to(device=self.obs.device, dtype=self.obs.dtype)
+        ret = _rollout(self.model, self.obs, acts, self.discount, self.max_rows)
+        return ret.to(actions.device)
+
+    def __repr__(self) -> str:
+        return f"Objective({type(self.model).__name__}, obs={tuple(self.obs.shape)}, discount={self.discount})"
+
+
+def make_objective(model: DynamicsModel, obs: torch.Tensor | np.ndarray, discount: float = 1.0,
+                   max_rows: int | None = None) -> Objective:
+    """Builds the objective ``actions -> imagine(model, obs, actions, discount=discount)``.
+
+    Args:
+        model: a DynamicsModel (e.g. an :class:`~meta_mbrl.adaptation.AdaptedModel`).
+        obs: current observations, ``(O,)`` for one env or ``(B, O)`` for ``B`` envs.
+        discount: per-step discount in ``[0, 1]``.
+        max_rows: cap on the rows of one model call (see :func:`imagine`).
+
+    Returns:
+        An :class:`Objective`, the callable the planners consume.
+
+    Example:
+        >>> import torch
+        >>> from meta_mbrl.models import FunctionModel
+        >>> model = FunctionModel(lambda o, a: (o + a, -(o + a).square().sum(-1)), obs_dim=1, act_dim=1)
+        >>> make_objective(model, torch.tensor([1.0]))(-torch.ones(4, 2, 1))
+        tensor([-1., -1., -1., -1.])
+    """
+    return Objective(model, obs, discount, max_rows)
