@@ -1,4 +1,4 @@
-"""Command line: ``meta-mbrl collect | train | evaluate | bench kshot``.
+"""Command line: ``meta-mbrl collect | train | evaluate | bench kshot | bench learners``.
 
 The ``train`` flags are generated from :class:`meta_mbrl.config.TrainConfig` (one per field, its
 docstring as help), so the CLI and the Python API cannot drift apart.
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--max-episode-steps", dest="control_max_episode_steps", type=int, default=None,
                         help="shorter episodes (smoke tests only)")
     p_eval.add_argument("--adapt-steps", dest="control_adapt_steps", type=int, default=None)
+    p_eval.add_argument("--meta-batch-size", dest="control_meta_batch_size", type=int, default=None,
+                        help="test sub-envs, a multiple of the test classes (default: one per class)")
     p_eval.add_argument("--online", dest="control_online", action=argparse.BooleanOptionalAction, default=None)
     p_eval.add_argument("--planner", default=None, choices=["cem", "mppi", "rs"])
     p_eval.add_argument("--horizon", dest="plan_horizon", type=int, default=None)
@@ -86,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     p_k.add_argument("--tasks-per-class", dest="kshot_tasks_per_class", type=int, default=None)
     p_k.add_argument("--device", default=None)
     p_k.add_argument("--no-progress", action="store_true")
+    p_l = bsub.add_parser("learners", help="train and compare learners on the same data, seed and planner")
+    p_l.add_argument("--learners", nargs="+", default=None, help="learner names (default: all)")
+    p_l.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    p_l.add_argument("--out", required=True, help="CSV file to write (one row per learner)")
+    p_l.add_argument("--no-control", action="store_true", help="skip the control column")
+    p_l.add_argument("--no-progress", action="store_true")
+    _add_config_flags(p_l)
 
     args = parser.parse_args(argv)
     try:
@@ -113,16 +122,24 @@ def main(argv: list[str] | None = None) -> int:
             ckpt = Path(args.checkpoint)
             out_csv = args.out or (ckpt if ckpt.is_dir() else ckpt.parent) / "control.csv"
             keys = ("suite", "control_num_evals", "control_adaptation_episodes", "control_evaluation_episodes",
-                    "control_max_episode_steps", "control_adapt_steps", "control_online", "planner", "plan_horizon",
+                    "control_max_episode_steps", "control_adapt_steps", "control_meta_batch_size", "control_online", "planner",
+                    "plan_horizon",
                     "plan_population", "plan_iterations", "device")
             control_run(args.checkpoint, out_csv, **{k: getattr(args, k) for k in keys})
+        elif args.command == "bench" and args.bench == "learners":
+            from meta_mbrl.experiment import learners_run
+            from meta_mbrl.meta import LEARNER_NAMES
+
+            cfg = make_config(args.preset, **_overrides(args))
+            learners_run(cfg, args.learners or list(LEARNER_NAMES), args.out, control=not args.no_control,
+                         progress=not args.no_progress)
         elif args.command == "bench" and args.bench == "kshot":
             from meta_mbrl.experiment import kshot_run
 
             kshot_run(args.checkpoint, args.out, progress=not args.no_progress,
                       kshot_ks=tuple(args.kshot_ks) if args.kshot_ks else None, kshot_windows=args.kshot_windows,
                       kshot_tasks_per_class=args.kshot_tasks_per_class, device=args.device)
-    except ValueError as e:
+    except (ValueError, FloatingPointError) as e:
         print(f"meta-mbrl: error: {e}", file=sys.stderr)
         return 2
     return 0

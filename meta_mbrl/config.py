@@ -8,7 +8,7 @@ import inspect
 import textwrap
 from dataclasses import dataclass
 
-__all__ = ["TrainConfig", "PRESETS", "make_config", "field_docs"]
+__all__ = ["TrainConfig", "PRESETS", "make_config", "field_docs", "learner_kwargs", "MAML_FAMILY"]
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,18 @@ class TrainConfig:
     reward_weight: float = 1.0
     """Weight of the reward term against the mean over observation dims in the loss."""
     learner: str = "maml"
-    """Meta-learner name."""
+    """Meta-learner: maml, fomaml, metasgd, anil, reptile, cadm, pearl, multitask or finetune."""
+    learner_kwargs: str = "{}"
+    """More learner arguments as JSON, e.g. '{"kl_weight": 0.1}' for pearl, '{"context_dim": 16}' for cadm."""
     inner_lr: float = 0.1
-    """Inner-loop SGD step size. GrBAL used 0.01 on raw targets; on our unit-variance targets 0.1 adapted
-    better on ML10-test (benchmarks/bench_maml_variants.py)."""
+    """MAML family (maml, fomaml, metasgd, anil): inner-loop SGD step size. GrBAL used 0.01 on raw targets; on our
+    unit-variance targets 0.1 adapted better on ML10-test (benchmarks/bench_maml_variants.py)."""
     inner_steps: int = 1
-    """Inner-loop SGD steps (GrBAL: 1)."""
+    """MAML family: inner-loop SGD steps (GrBAL: 1)."""
     first_order: bool = False
-    """First-order MAML (no second-order terms)."""
+    """MAML family: first-order MAML (no second-order terms)."""
     meta_sgd: bool = False
-    """Learn per-parameter inner learning rates (Meta-SGD)."""
+    """MAML family: learn per-parameter inner learning rates (Meta-SGD)."""
     steps: int = 2000
     """Outer (meta) training steps."""
     tasks_per_batch: int = 10
@@ -100,6 +102,8 @@ class TrainConfig:
     """Scored episodes per test sub-env after adapting."""
     control_max_episode_steps: int = 0
     """Episode length in control evaluation; 0 keeps the suite's (Meta-World: 500). Shorter only for smoke tests."""
+    control_meta_batch_size: int = 0
+    """Test sub-envs acted in at once, a multiple of the test classes; 0 means one per class (ML1: use e.g. 10)."""
     control_adapt_steps: int = 0
     """Gradient steps of adaptation at test time; 0 uses the learner's inner_steps."""
     control_online: bool = False
@@ -144,6 +148,15 @@ def make_config(preset: str = "quick", **overrides) -> TrainConfig:
                  "control_evaluation_episodes", "control_context_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}: expected >= 1, got {getattr(cfg, name)}")
+    for name in ("tasks_per_class", "mb_tasks_per_class", "control_max_episode_steps", "control_adapt_steps",
+                 "control_meta_batch_size"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name}: expected >= 0 (0: the default), got {getattr(cfg, name)}")
+    from meta_mbrl.meta import LEARNER_NAMES
+
+    if cfg.learner not in LEARNER_NAMES:
+        raise ValueError(f"learner: expected one of {'|'.join(LEARNER_NAMES)}, got {cfg.learner!r}")
+    learner_kwargs(cfg)
     if cfg.query_mode not in ("following", "task"):
         raise ValueError(f"query_mode: expected 'following' or 'task', got {cfg.query_mode!r}")
     if cfg.planner not in ("cem", "mppi", "rs"):
@@ -151,6 +164,27 @@ def make_config(preset: str = "quick", **overrides) -> TrainConfig:
     if cfg.inner_lr <= 0 or cfg.outer_lr <= 0:
         raise ValueError(f"inner_lr/outer_lr: expected > 0, got {cfg.inner_lr}/{cfg.outer_lr}")
     return cfg
+
+
+MAML_FAMILY = ("maml", "fomaml", "metasgd", "anil")
+
+
+def learner_kwargs(cfg: TrainConfig) -> dict:
+    """The learner's constructor arguments: the MAML-family fields where they apply, plus ``learner_kwargs`` JSON."""
+    import json
+
+    try:
+        extra = json.loads(cfg.learner_kwargs)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"learner_kwargs: expected a JSON object, got {cfg.learner_kwargs!r} ({e})") from None
+    if not isinstance(extra, dict):
+        raise ValueError(f"learner_kwargs: expected a JSON object, got {cfg.learner_kwargs!r}")
+    base = {}
+    if cfg.learner in MAML_FAMILY:
+        base = dict(inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps)
+        if cfg.learner == "maml":
+            base.update(first_order=cfg.first_order, meta_sgd=cfg.meta_sgd)
+    return {**base, **extra}
 
 
 def field_docs(cls) -> dict[str, str]:

@@ -12,20 +12,18 @@ from meta_mbrl.config import TrainConfig, make_config, to_dict
 from meta_mbrl.data import TaskBuffer, collect
 from meta_mbrl.evaluation import kshot_benchmark, summarize_kshot
 from meta_mbrl.io import atomic_path
-from meta_mbrl.meta import MAML
-from meta_mbrl.models import DynamicsMLP
 from meta_mbrl.training import learner_from_checkpoint, load_checkpoint, meta_train
 
 __all__ = ["build_learner", "build_planner", "build_agent", "select_tasks", "train_run", "kshot_run", "control_run", "write_csv"]
 
 
 def build_learner(cfg: TrainConfig, obs_dim: int, act_dim: int):
-    """The learner a config asks for, on a fresh model."""
-    model = DynamicsMLP(obs_dim, act_dim, hidden=cfg.hidden, gaussian=cfg.gaussian, reward_weight=cfg.reward_weight)
-    if cfg.learner != "maml":
-        raise ValueError(f"learner: expected 'maml', got {cfg.learner!r}")
-    return MAML(model, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, first_order=cfg.first_order,
-                meta_sgd=cfg.meta_sgd)
+    """The learner a config asks for (``cfg.learner``, any of ``meta_mbrl.meta.LEARNER_NAMES``), on a fresh network."""
+    from meta_mbrl.config import learner_kwargs
+    from meta_mbrl.meta import make_learner
+
+    return make_learner(cfg.learner, obs_dim, act_dim, hidden=cfg.hidden,
+                        model_kwargs=dict(gaussian=cfg.gaussian, reward_weight=cfg.reward_weight), **learner_kwargs(cfg))
 
 
 def build_planner(cfg: TrainConfig, suite):
@@ -180,26 +178,12 @@ def control_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike, out=p
     by the same protocol over their vector envs (mean evaluation return).
     """
     import task_suites
-    from meta_mbrl.evaluation import metaworld_evaluation, protocol_evaluation
 
     ckpt = load_checkpoint(checkpoint)
     cfg = _checkpoint_config(ckpt, cfg, overrides)
     learner = learner_from_checkpoint(ckpt, device=cfg.device)
     suite = suite or task_suites.make(cfg.suite, seed=cfg.seed)
-    max_steps = cfg.control_max_episode_steps or None
-    if hasattr(suite, "make_benchmark_envs"):
-        agent = build_agent(cfg, learner, suite, num_envs=len(suite.test_classes))
-        df, info = metaworld_evaluation(
-            agent, suite, num_evals=cfg.control_num_evals, adaptation_episodes=cfg.control_adaptation_episodes,
-            evaluation_episodes=cfg.control_evaluation_episodes, max_episode_steps=max_steps, seed=cfg.seed,
-        )
-        judge = "metaworld.evaluation.metalearning_evaluation"
-    else:
-        tasks = list(suite.test_tasks)
-        agent = build_agent(cfg, learner, suite, num_envs=len(tasks))
-        df, info = protocol_evaluation(agent, suite, tasks, adaptation_episodes=cfg.control_adaptation_episodes,
-                                       evaluation_episodes=cfg.control_evaluation_episodes, seed=cfg.seed)
-        judge = "meta_mbrl.evaluation.protocol_evaluation (mean return; no success criterion)"
+    df, info, judge = evaluate_control(cfg, learner, suite)
     df["planner"] = cfg.planner
     df["meta_train_env_steps"] = ckpt["env_steps"]
     write_csv(df, out_csv)
@@ -217,3 +201,79 @@ def control_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike, out=p
             f"({info['seconds']:.0f} s)")
     out(f"wrote {out_csv}")
     return df, info
+
+
+def evaluate_control(cfg: TrainConfig, learner, suite) -> tuple[pd.DataFrame, dict, str]:
+    """Control of ``learner`` on the suite's held-out tasks with the config's planner and budget.
+
+    Returns ``(df, info, judge)``; Meta-World suites are judged by ``metalearning_evaluation``.
+    """
+    from meta_mbrl.evaluation import metaworld_evaluation, protocol_evaluation
+
+    max_steps = cfg.control_max_episode_steps or None
+    if hasattr(suite, "make_benchmark_envs"):
+        mbs = cfg.control_meta_batch_size or len(suite.test_classes)
+        agent = build_agent(cfg, learner, suite, num_envs=mbs)
+        df, info = metaworld_evaluation(
+            agent, suite, num_evals=cfg.control_num_evals, adaptation_episodes=cfg.control_adaptation_episodes,
+            evaluation_episodes=cfg.control_evaluation_episodes, meta_batch_size=mbs, max_episode_steps=max_steps,
+            seed=cfg.seed,
+        )
+        return df, info, "metaworld.evaluation.metalearning_evaluation"
+    tasks = list(suite.test_tasks)
+    agent = build_agent(cfg, learner, suite, num_envs=len(tasks))
+    df, info = protocol_evaluation(agent, suite, tasks, adaptation_episodes=cfg.control_adaptation_episodes,
+                                   evaluation_episodes=cfg.control_evaluation_episodes, seed=cfg.seed)
+    return df, info, "meta_mbrl.evaluation.protocol_evaluation (mean return; no success criterion)"
+
+
+def learners_run(cfg: TrainConfig, names, out_csv: str | os.PathLike, control: bool = True, progress: bool = True,
+                 out=print) -> pd.DataFrame:
+    """``meta-mbrl bench learners``: every learner on the same data, seed, benchmark windows, oracles and planner.
+
+    Writes ``out_csv`` (one row per learner) and ``<out_csv stem>.kshot.csv`` (the tidy few-shot rows).
+    """
+    import dataclasses
+
+    import torch
+
+    import task_suites
+    from meta_mbrl.evaluation.learners import compare_learners
+    from meta_mbrl.meta import LEARNER_NAMES
+
+    unknown = [n for n in names if n not in LEARNER_NAMES]
+    if unknown or not names:
+        raise ValueError(f"learners: expected names from {'|'.join(LEARNER_NAMES)}, got {list(names)}")
+    suite = task_suites.make(cfg.suite, seed=cfg.seed)
+    buffer = collect(suite, select_tasks(suite.train_tasks, cfg.tasks_per_class), cfg.policy,
+                     episodes_per_task=cfg.episodes_per_task, seed=cfg.seed, progress=progress)
+    out(f"suite {suite}; training data {buffer}")
+
+    def make(name):
+        torch.manual_seed(cfg.seed)
+        return build_learner(dataclasses.replace(cfg, learner=name, learner_kwargs="{}"), suite.obs_dim, suite.act_dim)
+
+    def train(learner):
+        return meta_train(learner, buffer, steps=cfg.steps, tasks_per_batch=cfg.tasks_per_batch, support=cfg.support,
+                          query=cfg.query, lr=cfg.outer_lr, seed=cfg.seed, device=cfg.device, progress=progress,
+                          log_every=min(cfg.log_every, cfg.steps), query_mode=cfg.query_mode)
+
+    table, kshot = compare_learners(
+        names, make, train, suite, select_tasks(suite.test_tasks, cfg.kshot_tasks_per_class), buffer,
+        control=(lambda lr: evaluate_control(cfg, lr, suite)[:2]) if control else None, ks=cfg.kshot_ks,
+        kshot_kwargs=dict(policy=cfg.policy, eval_episodes=cfg.kshot_eval_episodes, oracle_transitions=cfg.oracle_transitions,
+                          oracle_steps=cfg.oracle_steps, windows=cfg.kshot_windows, eval_length=cfg.kshot_eval_length,
+                          scratch_steps=cfg.scratch_steps),
+        seed=cfg.seed, progress=progress, out=out,
+    )
+    table.insert(1, "suite", suite.name)
+    table["meta_train_env_steps"] = buffer.env_steps
+    table["steps"] = cfg.steps
+    write_csv(table, out_csv)
+    write_csv(kshot, Path(out_csv).with_suffix(".kshot.csv"))
+    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.precision", 4):
+        out(f"\nLearners on {suite.name}: {cfg.steps} meta-train steps on {buffer.env_steps} env steps of {cfg.policy} data, "
+            f"seed {cfg.seed}; few-shot columns are the adapted model on held-out tasks; latency with K=32")
+        out(table.drop(columns=["suite", "meta_train_env_steps", "steps"]).to_string(index=False))
+    out(f"wrote {out_csv}")
+    return table

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import small_model
 
 from meta_mbrl import MAML, DynamicsMLP, collect, learner_from_checkpoint, load_checkpoint, meta_train
 
@@ -72,3 +73,10 @@ def test_meta_train_validates_arguments(pm_buffer):
         meta_train(make_learner(), pm_buffer, steps=-1, progress=False)
     with pytest.raises(ValueError, match="support/query: expected >= 1"):
         meta_train(make_learner(), pm_buffer, steps=1, support=0, progress=False)
+
+
+def test_meta_train_stops_loudly_when_the_inner_loop_diverges(pm_suite, tmp_path):
+    buf = collect(pm_suite, pm_suite.train_tasks[:4], episodes_per_task=1, progress=False)
+    learner = MAML(small_model(4, 2), inner_lr=1e6, inner_steps=3)  # an absurd step size blows up at once
+    with pytest.raises(FloatingPointError, match="meta_loss: expected a finite loss, got nan at step 1"):
+        meta_train(learner, buf, steps=5, tasks_per_batch=2, support=8, query=8, run_dir=tmp_path, progress=False)

@@ -19,16 +19,18 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from meta_mbrl.adaptation import AdaptedModel
 from meta_mbrl.data.rollout import collect
 from meta_mbrl.types import Transitions, as_tensor_transitions
 
-__all__ = ["kshot_benchmark", "summarize_kshot", "fit_models"]
+__all__ = ["kshot_benchmark", "prepare_kshot", "KShotData", "reference_network", "summarize_kshot", "fit_models"]
 
 
 def _fresh_params(model, num: int, seed: int) -> dict[str, torch.Tensor]:
@@ -71,17 +73,20 @@ def fit_models(model, data: Sequence[Transitions], steps: int, batch_size: int |
     return {k: v.detach() for k, v in params.items()}
 
 
-def _metrics(model, params, evals: Transitions, horizon: int) -> dict[str, float]:
-    """Metrics for task-batched ``params`` (``W`` windows) on evaluation segments ``(W, L, ·)``."""
+def _metrics(model, norm, evals: Transitions, horizon: int) -> dict[str, float]:
+    """Metrics of a DynamicsModel batched over ``W`` windows on evaluation segments ``(W, L, ·)``.
+
+    ``norm`` is the network whose normalizers set the units (the learner's prior network).
+    """
     with torch.no_grad():
-        pred = model.predict_params(params, evals.obs, evals.act)
-        d_std, o_std = model.delta_norm.std, model.obs_norm.std
+        pred = model.predict(evals.obs, evals.act)
+        d_std, o_std = norm.delta_norm.std, norm.obs_norm.std
         dyn = (((pred.next_obs - evals.next_obs) / d_std) ** 2).mean(-1).mean(-1)
         rew = ((pred.reward - evals.reward) ** 2).mean(-1)
         obs = evals.obs[:, 0]
         errs = []
         for h in range(horizon):
-            obs = model.predict_params(params, obs.unsqueeze(1), evals.act[:, h:h + 1]).next_obs[:, 0]
+            obs = model.predict(obs.unsqueeze(1), evals.act[:, h:h + 1]).next_obs[:, 0]
             errs.append((((obs - evals.next_obs[:, h]) / o_std) ** 2).mean(-1))
         h10 = torch.stack(errs, -1).mean(-1)
     return {"dyn_mse": float(dyn.mean()), "reward_mse": float(rew.mean()), "dyn_mse_h10": float(h10.mean())}
@@ -95,10 +100,66 @@ def _windows(trajs: list[Transitions], kmax: int, length: int, num: int, rng) ->
     return [cands[j] for j in pick]
 
 
+def reference_network(model):
+    """A plain (unconditioned) DynamicsMLP with ``model``'s architecture and normalizers, for oracle and scratch fits."""
+    from meta_mbrl.models import DynamicsMLP
+
+    kwargs = {k: v for k, v in model.init_kwargs().items() if k != "context_dim"}
+    ref = DynamicsMLP(**kwargs)
+    for name in ("obs_norm", "delta_norm", "reward_norm"):
+        getattr(ref, name).load_state_dict(getattr(model, name).state_dict())
+    p = next(model.parameters())
+    return ref.to(device=p.device, dtype=p.dtype)
+
+
+@dataclass
+class KShotData:
+    """What the few-shot benchmark shares across learners: evaluation episodes and fitted oracles.
+
+    Build it once with :func:`prepare_kshot`, then pass it to :func:`kshot_benchmark` for every
+    learner trained on the same data (same normalizers), so all learners are scored on the very
+    same windows against the very same oracles.
+    """
+
+    tasks: list
+    eval_buf: object
+    reference: object
+    oracle_params: dict[str, torch.Tensor]
+    info: dict
+
+
+def prepare_kshot(model, suite, tasks: Sequence, *, policy="colored-noise", eval_episodes: int = 2,
+                  oracle_transitions: int = 20_000, oracle_steps: int = 3000, seed: int = 0,
+                  progress: bool = True) -> KShotData:
+    """Collects evaluation and oracle data on ``tasks`` and fits one oracle per task.
+
+    Args:
+        model: the prior network whose architecture and normalizers the oracle (and scratch) models take.
+        suite / tasks: where to evaluate (normally the suite's test tasks).
+        policy: the exploration policy that collects evaluation and oracle data.
+        eval_episodes: episodes per task for contexts and evaluation windows.
+        oracle_transitions / oracle_steps: data and Adam steps (batch 256) of each oracle.
+    """
+    tasks = list(tasks)
+    ref = reference_network(model)
+    p = next(ref.parameters())
+    label = policy if isinstance(policy, str) else getattr(policy, "name", type(policy).__name__)
+    eval_buf = collect(suite, tasks, policy, episodes_per_task=eval_episodes, seed=seed + 10_000, progress=progress)
+    oracle_eps = max(1, math.ceil(oracle_transitions / suite.max_episode_steps))
+    oracle_buf = collect(suite, tasks, policy, episodes_per_task=oracle_eps, seed=seed + 20_000, progress=progress)
+    oracle_params = fit_models(
+        ref, [as_tensor_transitions(oracle_buf.transitions([t.id]), p.device, p.dtype) for t in tasks],
+        steps=oracle_steps, batch_size=256, seed=seed + 1, progress=progress, desc="fit oracles",
+    )
+    info = {"eval_policy": label, "eval_env_steps": eval_buf.env_steps, "oracle_env_steps": oracle_buf.env_steps,
+            "oracle_transitions_per_task": oracle_buf.num_transitions // len(tasks)}
+    return KShotData(tasks, eval_buf, ref, oracle_params, info)
+
+
 def kshot_benchmark(
     learner,
-    suite,
-    tasks: Sequence,
+    suite=None,
+    tasks: Sequence | None = None,
     ks: Sequence[int] = (8, 32, 128),
     policy="colored-noise",
     eval_episodes: int = 2,
@@ -111,58 +172,53 @@ def kshot_benchmark(
     adapt_opts: dict | None = None,
     seed: int = 0,
     progress: bool = True,
+    data: KShotData | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Runs the few-shot model benchmark on ``tasks`` (normally the suite's test tasks).
 
+    Works with any MetaLearner (``prior(num_tasks)`` and ``adapt(context)`` returning models with
+    ``predict``). Pass ``data`` from :func:`prepare_kshot` to reuse evaluation data and oracles
+    across learners; otherwise they are collected and fitted here from ``suite`` and ``tasks``.
+
     Returns:
         ``(df, info)``: a tidy DataFrame with columns ``task, method, k, dyn_mse, reward_mse,
-        dyn_mse_h10`` (plus ``policy``), and info with the env steps each data source used.
+        dyn_mse_h10`` (plus ``windows``, ``policy``), and info with the env steps each data source used.
     """
     ks = sorted(int(k) for k in ks)
     if not ks or ks[0] < 1:
         raise ValueError(f"ks: expected positive context sizes, got {ks}")
     if horizon > eval_length:
         raise ValueError(f"horizon: expected <= eval_length ({eval_length}), got {horizon}")
-    model = learner.model
-    ref = next(model.parameters())
-    device, dtype = ref.device, ref.dtype
+    if data is None:
+        if suite is None or tasks is None:
+            raise ValueError("suite/tasks: expected a suite and its tasks when no prepared data is given")
+        data = prepare_kshot(learner.model, suite, tasks, policy=policy, eval_episodes=eval_episodes,
+                             oracle_transitions=oracle_transitions, oracle_steps=oracle_steps, seed=seed,
+                             progress=progress)
+    net, ref = learner.model, data.reference
+    p = next(net.parameters())
+    device, dtype = p.device, p.dtype
     rng = np.random.default_rng(seed)
-    label = policy if isinstance(policy, str) else getattr(policy, "name", type(policy).__name__)
-    eval_buf = collect(suite, tasks, policy, episodes_per_task=eval_episodes, seed=seed + 10_000, progress=progress)
-    oracle_eps = max(1, math.ceil(oracle_transitions / suite.max_episode_steps))
-    oracle_buf = collect(suite, tasks, policy, episodes_per_task=oracle_eps, seed=seed + 20_000, progress=progress)
-    oracle_params = fit_models(
-        model, [as_tensor_transitions(oracle_buf.transitions([t.id]), device, dtype) for t in tasks],
-        steps=oracle_steps, batch_size=256, seed=seed + 1, progress=progress, desc="fit oracles",
-    )
-    prior = {k: v.detach() for k, v in model.param_dict().items()}
     rows = []
-    for ti, task in enumerate(tqdm(tasks, desc="k-shot", disable=not progress, leave=False)):
-        trajs = eval_buf.trajectories(task.id)
+    for ti, task in enumerate(tqdm(data.tasks, desc="k-shot", disable=not progress, leave=False)):
+        trajs = data.eval_buf.trajectories(task.id)
         pts = _windows(trajs, ks[-1], eval_length, windows, rng)
         seg = lambda a, b: as_tensor_transitions(  # noqa: E731
             Transitions(*(np.stack([getattr(trajs[i], f)[s + a:s + b] for i, s in pts]) for f in Transitions._fields)),
             device, dtype)
         evals, w = seg(0, eval_length), len(pts)
-        batched = lambda p: {k: v.expand(w, *v.shape) for k, v in p.items()}  # noqa: E731
-        fixed = {"prior": _metrics(model, batched(prior), evals, horizon),
-                 "oracle": _metrics(model, batched({k: v[ti] for k, v in oracle_params.items()}), evals, horizon)}
+        oracle = AdaptedModel(ref, {k: v[ti].expand(w, *v[ti].shape) for k, v in data.oracle_params.items()}, w)
+        fixed = {"prior": _metrics(learner.prior(w), net, evals, horizon), "oracle": _metrics(oracle, net, evals, horizon)}
         for k in ks:
             context = seg(-k, 0)
             adapted = learner.adapt(context, **(adapt_opts or {}))
-            scratch = fit_models(model, [context.index(i) for i in range(w)],
-                                 steps=scratch_steps, batch_size=None, seed=seed + 2 + k)
-            per_method = {**fixed, "adapted": _metrics(model, adapted.params, evals, horizon),
-                          "scratch": _metrics(model, scratch, evals, horizon)}
+            scratch = fit_models(ref, [context.index(i) for i in range(w)], steps=scratch_steps, batch_size=None,
+                                 seed=seed + 2 + k)
+            per_method = {**fixed, "adapted": _metrics(adapted, net, evals, horizon),
+                          "scratch": _metrics(AdaptedModel(ref, scratch, w), net, evals, horizon)}
             for method, m in per_method.items():
-                rows.append({"task": task.id, "method": method, "k": k, **m, "windows": w, "policy": label})
-    info = {
-        "eval_policy": label,
-        "eval_env_steps": eval_buf.env_steps,
-        "oracle_env_steps": oracle_buf.env_steps,
-        "oracle_transitions_per_task": oracle_buf.num_transitions // len(tasks),
-    }
-    return pd.DataFrame(rows), info
+                rows.append({"task": task.id, "method": method, "k": k, **m, "windows": w, "policy": data.info["eval_policy"]})
+    return pd.DataFrame(rows), dict(data.info)
 
 
 def summarize_kshot(df: pd.DataFrame, metric: str = "dyn_mse") -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -3,6 +3,11 @@
 The network is written as a pure function of a parameter dict (``forward_params``), so the same
 code serves the module's own parameters, ``torch.func.functional_call`` swaps, and *task-batched*
 parameters whose tensors carry a leading task dim ``T`` (one adapted copy per task).
+
+With ``context_dim > 0`` the network is *conditioned* on a task vector ``z`` (CaDM / PEARL context,
+a CAVIA task embedding): its input is ``[normalized obs, act, z]``. ``z`` is constant over the
+samples of a task, so the first layer splits into ``W_x x + (W_z z + b)`` and the ``z`` term is
+computed once per task and broadcast (same maths as concatenating, cheaper for planners).
 """
 
 from __future__ import annotations
@@ -36,11 +41,15 @@ class DynamicsMLP(nn.Module):
         gaussian: if True, also predicts a bounded log-variance and trains with Gaussian NLL
             (PETS-style); otherwise deterministic with MSE.
         reward_weight: weight of the reward term against the mean over observation dims.
+        context_dim: size ``Z`` of a task vector the network is conditioned on (0: unconditioned).
+            When > 0, every forward takes ``z``: ``(Z,)``, or ``(T, Z)`` / any prefix of the inputs'
+            batch dims, broadcast over the remaining (middle) batch dims.
 
     Shapes:
         ``predict(obs (..., O), act (..., A)) -> Prediction(next_obs (..., O), reward (...))``.
         ``task_loss(params, tr)``: with task-batched params (leading dim ``T``) and ``tr`` of batch
         shape ``(T, N)`` returns ``(T,)``; with plain params and batch shape ``(N,)`` returns ``()``.
+        Conditioned: ``predict(obs (T, ..., O), act (T, ..., A), z=(T, Z))``.
 
     Example:
         >>> import torch
@@ -48,6 +57,9 @@ class DynamicsMLP(nn.Module):
         >>> p = m.predict(torch.zeros(7, 4), torch.zeros(7, 2))
         >>> p.next_obs.shape, p.reward.shape
         (torch.Size([7, 4]), torch.Size([7]))
+        >>> c = DynamicsMLP(4, 2, hidden=(32,), context_dim=3)
+        >>> c.predict(torch.zeros(2, 7, 4), torch.zeros(2, 7, 2), z=torch.zeros(2, 3)).reward.shape
+        torch.Size([2, 7])
     """
 
     min_logvar = -10.0
@@ -61,18 +73,22 @@ class DynamicsMLP(nn.Module):
         activation: str = "silu",
         gaussian: bool = False,
         reward_weight: float = 1.0,
+        context_dim: int = 0,
     ):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         if obs_dim < 1 or act_dim < 1:
             raise ValueError(f"obs_dim/act_dim: expected positive ints, got {obs_dim}/{act_dim}")
+        if isinstance(context_dim, bool) or int(context_dim) != context_dim or context_dim < 0:
+            raise ValueError(f"context_dim: expected an int >= 0, got {context_dim!r}")
+        self.context_dim = int(context_dim)
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.hidden = tuple(int(h) for h in hidden)
         self.activation, self.gaussian = activation, bool(gaussian)
         self.reward_weight = float(reward_weight)
         self.target_dim = self.obs_dim + 1
-        sizes = [self.obs_dim + self.act_dim, *self.hidden, self.target_dim * (2 if gaussian else 1)]
+        sizes = [self.obs_dim + self.act_dim + self.context_dim, *self.hidden, self.target_dim * (2 if gaussian else 1)]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.obs_norm = Normalizer(self.obs_dim)
         self.delta_norm = Normalizer(self.obs_dim)
@@ -88,6 +104,7 @@ class DynamicsMLP(nn.Module):
         return dict(
             obs_dim=self.obs_dim, act_dim=self.act_dim, hidden=list(self.hidden),
             activation=self.activation, gaussian=self.gaussian, reward_weight=self.reward_weight,
+            context_dim=self.context_dim,
         )
 
     @torch.no_grad()
@@ -118,22 +135,63 @@ class DynamicsMLP(nn.Module):
             return F.linear(h, w[0], b[0])
         return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
-    def forward_params(self, params: dict[str, torch.Tensor], obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """Raw network output for ``params``; task-batched params take inputs ``(T, ..., ·)``."""
+    def _check_z(self, z: torch.Tensor | None, lead: tuple) -> None:
+        """Checks that ``z`` fits: required iff conditioned, size ``Z``, leading dims a prefix of ``lead``."""
+        if self.context_dim == 0:
+            if z is not None:
+                raise ValueError(f"z: this model has context_dim=0 (unconditioned), got a z of shape {tuple(z.shape)}")
+            return
+        if z is None:
+            raise ValueError(f"z: expected a task vector with last dimension {self.context_dim} (context_dim), got None")
+        if z.dim() == 0 or z.shape[-1] != self.context_dim or z.dim() - 1 > len(lead) or tuple(z.shape[:-1]) != tuple(lead[:z.dim() - 1]):
+            raise ValueError(
+                f"z: expected shape (*prefix, {self.context_dim}) with prefix a prefix of the inputs' batch dims "
+                f"{tuple(lead)}, got {tuple(z.shape)}"
+            )
+
+    def _first_layer(self, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, z: torch.Tensor | None, lead: tuple) -> torch.Tensor:
+        """First layer on ``h`` (``(..., O+A)``, or ``(T, n, O+A)`` for task-batched ``w``), adding ``W_z z``."""
+        if self.context_dim == 0:
+            return self._linear(h, w, b)
+        d = self.obs_dim + self.act_dim
+        wx, wz = w[..., :d], w[..., d:]
+        nz = z.dim() - 1
+        if w.dim() == 2:
+            zc = F.linear(z, wz, b)
+            zc = zc.reshape(*zc.shape[:-1], *([1] * (len(lead) - nz)), zc.shape[-1])
+            return F.linear(h, wx) + zc
+        t = w.shape[0]
+        if nz == 0:
+            z3 = z.expand(t, 1, z.shape[-1])
+        elif nz == 1:
+            z3 = z.unsqueeze(1)
+        else:
+            z3 = z.reshape(*z.shape[:-1], *([1] * (len(lead) - nz)), z.shape[-1]).expand(*lead, z.shape[-1]).reshape(t, -1, z.shape[-1])
+        if w.stride(0) == 0 and b.stride(0) == 0:
+            return F.linear(h, wx[0]) + F.linear(z3, wz[0], b[0])
+        return torch.baddbmm(torch.baddbmm(b.unsqueeze(1), z3, wz.transpose(1, 2)), h, wx.transpose(1, 2))
+
+    def forward_params(
+        self, params: dict[str, torch.Tensor], obs: torch.Tensor, act: torch.Tensor, z: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Raw network output for ``params``; task-batched params take inputs ``(T, ..., ·)``.
+
+        ``z`` (conditioned models only): the task vector, ``(Z,)`` or with leading dims that are a
+        prefix of the inputs' batch dims (e.g. ``(T, Z)`` for inputs ``(T, N, ·)``).
+        """
         x = self._inputs(obs, act)
         layers = self._layers(params)
         lead = x.shape[:-1]
+        self._check_z(z, lead)
         h = x.reshape(layers[0][0].shape[0], -1, x.shape[-1]) if layers[0][0].dim() == 3 else x
-        last = len(layers) - 1
-        for i, (w, b) in enumerate(layers):
-            h = self._linear(h, w, b)
-            if i < last:
-                h = self._act(h)
+        h = self._first_layer(h, *layers[0], z, lead)
+        for w, b in layers[1:]:
+            h = self._linear(self._act(h), w, b)
         return h.reshape(*lead, h.shape[-1])
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Raw output with the module's own parameters (what ``functional_call`` swaps)."""
-        return self.forward_params(dict(self.named_parameters()), obs, act)
+        return self.forward_params(dict(self.named_parameters()), obs, act, z)
 
     # ------------------------------------------------------------------ targets and losses
     def targets(self, tr: Transitions) -> torch.Tensor:
@@ -172,56 +230,94 @@ class DynamicsMLP(nn.Module):
         dlv = w * (1 - err.pow(2) * inv) * torch.sigmoid(self.max_logvar - raw) * torch.sigmoid(lv1 - self.min_logvar)
         return torch.cat([err * inv * (2 * w), dlv], dim=-1)
 
-    def task_loss(self, params: dict[str, torch.Tensor], tr: Transitions) -> torch.Tensor:
-        """Loss per task (see Shapes); differentiable w.r.t. ``params``."""
-        return self.loss_from_output(self.forward_params(params, tr.obs, tr.act), self.targets(tr))
+    def task_loss(self, params: dict[str, torch.Tensor], tr: Transitions, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss per task (see Shapes); differentiable w.r.t. ``params`` (and ``z``)."""
+        return self.loss_from_output(self.forward_params(params, tr.obs, tr.act, z), self.targets(tr))
+
+    def _forward_cache(self, params: dict[str, torch.Tensor], tr: Transitions, z: torch.Tensor | None):
+        """Forward pass keeping what the analytic backward needs: layers, activations, activation slopes."""
+        layers = self._layers(params)
+        h = self._inputs(tr.obs, tr.act)
+        self._check_z(z, h.shape[:-1])
+        if z is not None:
+            zb = z.reshape(*z.shape[:-1], *([1] * (h.dim() - z.dim())), z.shape[-1])
+            h = torch.cat([h, zb.expand(*h.shape[:-1], z.shape[-1])], dim=-1)
+        acts, dacts = [h], []
+        last = len(layers) - 1
+        for i, (w, b) in enumerate(layers):
+            pre = self._linear(h, w, b)
+            if i < last:
+                if self.activation == "silu":
+                    s = torch.sigmoid(pre)
+                    h = pre * s
+                    dacts.append(s * (pre - h + 1))  # silu'(x) = s (1 + x (1 - s))
+                else:
+                    h = self._act(pre)
+                    dacts.append(self._dact(pre))
+            else:
+                h = pre
+            acts.append(h)
+        return layers, acts, dacts
+
+    @staticmethod
+    def _shared(w: torch.Tensor) -> torch.Tensor:
+        return w[0] if w.dim() == 3 and w.stride(0) == 0 else w
 
     def loss_grad(
-        self, params: dict[str, torch.Tensor], tr: Transitions, return_loss: bool = False
+        self, params: dict[str, torch.Tensor], tr: Transitions, return_loss: bool = False, z: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """Gradient of the loss w.r.t. ``params`` by an analytic backward pass (no autograd graph).
 
         Equal to ``torch.autograd.grad(task_loss(params, tr).sum(), params)`` (tested). It is made of
         plain differentiable torch ops, so MAML's outer loop can differentiate through it (second
         order), and it is cheaper than autograd's double backward. Accepts plain params with ``tr``
-        of batch shape ``(N,)``, or task-batched params with ``(T, N)``.
+        of batch shape ``(N,)``, or task-batched params with ``(T, N)``. A conditioned model takes
+        ``z`` as in :meth:`forward_params` (gradients w.r.t. the parameters only; see :meth:`z_grad`).
 
         Returns:
             ``(loss or None, grads)``; the loss only when ``return_loss``.
         """
-        layers = self._layers(params)
-        h = self._inputs(tr.obs, tr.act)
-        target = self.targets(tr)
-        acts, dacts = [h], []
-        last = len(layers) - 1
-        for i, (w, b) in enumerate(layers):
-            z = self._linear(h, w, b)
-            if i < last:
-                if self.activation == "silu":
-                    s = torch.sigmoid(z)
-                    h = z * s
-                    dacts.append(s * (z - h + 1))  # silu'(z) = s (1 + z (1 - s))
-                else:
-                    h = self._act(z)
-                    dacts.append(self._dact(z))
-            else:
-                h = z
-            acts.append(h)
-        loss = self.loss_from_output(h, target) if return_loss else None
-        d = self.output_grad(h, target)
+        layers, acts, dacts = self._forward_cache(params, tr, z)
+        out, target = acts[-1], self.targets(tr)
+        loss = self.loss_from_output(out, target) if return_loss else None
+        d = self.output_grad(out, target)
         grads: dict[str, torch.Tensor] = {}
+        last = len(layers) - 1
         for i in range(last, -1, -1):
-            w = layers[i][0]
             grads[f"layers.{i}.weight"] = torch.matmul(d.transpose(-1, -2), acts[i])
             grads[f"layers.{i}.bias"] = d.sum(-2)
             if i > 0:
-                d = torch.matmul(d, w[0] if w.dim() == 3 and w.stride(0) == 0 else w) * dacts[i - 1]
+                d = torch.matmul(d, self._shared(layers[i][0])) * dacts[i - 1]
         return loss, grads
 
+    def z_grad(
+        self, params: dict[str, torch.Tensor], tr: Transitions, z: torch.Tensor, return_loss: bool = False
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Gradient of ``task_loss(params, tr, z).sum()`` w.r.t. the task vector ``z`` (analytic, like :meth:`loss_grad`).
+
+        Made of plain differentiable torch ops (a second-order outer loop can differentiate through it).
+
+        Returns:
+            ``(loss or None, dz)`` with ``dz`` of the shape of ``z``.
+        """
+        if self.context_dim == 0:
+            raise ValueError("z: z_grad needs a conditioned model (context_dim > 0), this one has context_dim=0")
+        layers, acts, dacts = self._forward_cache(params, tr, z)
+        out, target = acts[-1], self.targets(tr)
+        loss = self.loss_from_output(out, target) if return_loss else None
+        d = self.output_grad(out, target)
+        for i in range(len(layers) - 1, 0, -1):
+            d = torch.matmul(d, self._shared(layers[i][0])) * dacts[i - 1]
+        dz = torch.matmul(d, self._shared(layers[0][0])[..., self.obs_dim + self.act_dim:])
+        extra = tuple(range(z.dim() - 1, dz.dim() - 1))
+        return loss, dz.sum(dim=extra) if extra else dz
+
     # ------------------------------------------------------------------ prediction
-    def predict_params(self, params: dict[str, torch.Tensor], obs: torch.Tensor, act: torch.Tensor) -> Prediction:
-        """Denormalized prediction for ``params`` (plain or task-batched)."""
-        out = self.forward_params(params, obs, act)
+    def predict_params(
+        self, params: dict[str, torch.Tensor], obs: torch.Tensor, act: torch.Tensor, z: torch.Tensor | None = None
+    ) -> Prediction:
+        """Denormalized prediction for ``params`` (plain or task-batched), conditioned on ``z`` if given."""
+        out = self.forward_params(params, obs, act, z)
         d, o = self.target_dim, self.obs_dim
         next_obs = obs + self.delta_norm.denormalize(out[..., :o])
         reward = self.reward_norm.denormalize(out[..., o:d]).squeeze(-1)
@@ -230,6 +326,6 @@ class DynamicsMLP(nn.Module):
         std = torch.exp(0.5 * self._logvar(out[..., d:]))
         return Prediction(next_obs, reward, std[..., :o] * self.delta_norm.std, std[..., o] * self.reward_norm.std[0])
 
-    def predict(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
+    def predict(self, obs: torch.Tensor, act: torch.Tensor, z: torch.Tensor | None = None) -> Prediction:
         """Prediction with the module's own (unadapted) parameters."""
-        return self.predict_params(self.param_dict(), obs, act)
+        return self.predict_params(self.param_dict(), obs, act, z)

@@ -24,14 +24,14 @@ def register_learner(name: str, cls: type) -> None:
 
 
 def _registries():
-    if not LEARNERS:
-        from meta_mbrl.meta import MAML
+    """Registers the built-in learners (``maml|fomaml|metasgd|anil|reptile|cadm|pearl|multitask|finetune``)
+    and models, without overriding names registered by the user."""
+    from meta_mbrl.meta import LEARNER_CLASSES
+    from meta_mbrl.models import DynamicsMLP
 
-        register_learner("maml", MAML)
-    if not MODELS:
-        from meta_mbrl.models import DynamicsMLP
-
-        MODELS["DynamicsMLP"] = DynamicsMLP
+    for name, cls in LEARNER_CLASSES.items():
+        LEARNERS.setdefault(name, cls)
+    MODELS.setdefault("DynamicsMLP", DynamicsMLP)
 
 
 def learner_name(learner) -> str:

@@ -109,6 +109,11 @@ def meta_train(
     for step in bar:
         batch = buffer.sample(tasks_per_batch, support, query, rng, device=device, query_mode=query_mode)
         loss, info = learner.meta_loss(batch)
+        if not bool(torch.isfinite(loss)):
+            raise FloatingPointError(
+                f"meta_loss: expected a finite loss, got {float(loss.detach())} at step {step + 1} ({info}); the inner loop "
+                "diverged: lower inner_lr or inner_steps. The last checkpoint before this step is intact."
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(learner.parameters(), grad_clip if grad_clip else float("inf"))

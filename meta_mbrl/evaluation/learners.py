@@ -1,0 +1,117 @@
+"""One table comparing meta-learners on the same data, seed, benchmark windows, oracles and planner.
+
+For every learner: meta-train on the same buffer, run the few-shot model benchmark against the
+same evaluation windows and oracles (:func:`~meta_mbrl.evaluation.kshot.prepare_kshot` once),
+time ``adapt`` for one task and for 64 tasks batched, time the meta-train step, and score control
+with the same planner and budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from meta_mbrl.evaluation.kshot import kshot_benchmark, prepare_kshot, summarize_kshot
+from meta_mbrl.types import Transitions, as_tensor_transitions
+
+__all__ = ["compare_learners", "adapt_latency_ms"]
+
+
+def adapt_latency_ms(learner, context: Transitions, repeat: int = 30, rounds: int = 3) -> float:
+    """Median over ``rounds`` of the mean milliseconds of ``learner.adapt(context)`` over ``repeat`` calls."""
+    for _ in range(3):
+        learner.adapt(context)
+    means = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(repeat):
+            learner.adapt(context)
+        means.append((time.perf_counter() - t) / repeat * 1e3)
+    return float(np.median(means))
+
+
+def compare_learners(
+    names: Sequence[str],
+    make: Callable[[str], object],
+    train: Callable[[object], pd.DataFrame],
+    suite,
+    test_tasks: Sequence,
+    buffer,
+    *,
+    control: Callable[[object], tuple[pd.DataFrame, dict]] | None = None,
+    ks: Sequence[int] = (8, 32, 128),
+    kshot_kwargs: dict | None = None,
+    latency_k: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+    out=print,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trains and scores every learner in ``names`` the same way.
+
+    Args:
+        names: learner names.
+        make: ``make(name) -> learner`` on a fresh network (same seed for all).
+        train: ``train(learner) -> log`` meta-trains it on the shared data (``meta_train`` with fixed settings).
+        suite / test_tasks: held-out tasks of the few-shot benchmark.
+        buffer: the training buffer (its transitions also give the latency contexts).
+        control: ``control(learner) -> (df, info)``, the same planner and budget for all; None skips control.
+        ks: context sizes of the few-shot benchmark.
+        kshot_kwargs: more :func:`kshot_benchmark` / :func:`prepare_kshot` arguments (windows, oracle_steps, ...).
+        latency_k: context size for the adapt latency.
+
+    Returns:
+        ``(table, kshot)``: one row per learner, and the tidy few-shot rows of all learners.
+    """
+    kk = dict(kshot_kwargs or {})
+    prep_keys = ("policy", "eval_episodes", "oracle_transitions", "oracle_steps")
+    data = None
+    tr = as_tensor_transitions(buffer.transitions())
+    rows, kshots = [], []
+    for name in names:
+        learner = make(name)
+        t0 = time.perf_counter()
+        log = train(learner)
+        train_s = time.perf_counter() - t0
+        learner.eval()
+        if data is None:  # normalizers are fit on the shared buffer, so the first learner's serve all
+            data = prepare_kshot(learner.model, suite, test_tasks, seed=seed, progress=progress,
+                                 **{k: kk[k] for k in prep_keys if k in kk})
+        df, _ = kshot_benchmark(learner, ks=ks, seed=seed, progress=progress, data=data,
+                                **{k: v for k, v in kk.items() if k not in prep_keys})
+        df.insert(0, "learner", name)
+        kshots.append(df)
+        p = next(learner.parameters())
+        idx = torch.arange(latency_k * 64) % tr.reward.shape[0]  # wraps around a small buffer
+        one = Transitions(*(x[idx[:latency_k]].to(p.device) for x in tr))
+        many = Transitions(*(x[idx].reshape(64, latency_k, *x.shape[1:]).to(p.device) for x in tr))
+        row = {"learner": name}
+        means = df.groupby(["k", "method"])[["dyn_mse", "reward_mse"]].mean()
+        for k in ks:
+            row[f"dyn_mse@{k}"] = means.loc[(k, "adapted"), "dyn_mse"]
+            row[f"reward_mse@{k}"] = means.loc[(k, "adapted"), "reward_mse"]
+        row["prior_dyn_mse"] = means.loc[(ks[0], "prior"), "dyn_mse"]
+        row["prior_reward_mse"] = means.loc[(ks[0], "prior"), "reward_mse"]
+        for metric in ("dyn_mse", "reward_mse"):
+            gap = summarize_kshot(df, metric)[1]
+            for k in ks:
+                row[f"gap_{metric.split('_')[0]}@{k}"] = float(gap.loc["mean", k])
+        with torch.no_grad():
+            row["adapt_ms_1"] = adapt_latency_ms(learner, one)
+            row["adapt_ms_64"] = adapt_latency_ms(learner, many, repeat=5)
+        row["ratio_64_vs_1"] = row["adapt_ms_64"] / row["adapt_ms_1"]
+        row["train_ms_per_step"] = float(log["sec_per_step"].mean() * 1e3) if len(log) else float("nan")
+        row["train_s"] = train_s
+        if control is not None:
+            cdf, info = control(learner)
+            if "mean_success_rate" in info:
+                row["success"] = info["mean_success_rate"]
+            else:
+                row["eval_return"] = float(cdf["eval_return"].mean())
+            row["control_env_steps"] = info["adapt_env_steps"] + info["eval_env_steps"]
+        rows.append(row)
+        out(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+    return pd.DataFrame(rows), pd.concat(kshots, ignore_index=True)
