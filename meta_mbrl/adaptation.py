@@ -61,6 +61,14 @@ class AdaptedModel:
         # parameters carry a task dim unless they are the shared prior of a context-conditioned batch
         self.params_batched = num_tasks is not None and (task_vector is None or self._has_task_dim(model, params))
 
+    @classmethod
+    def from_prior(cls, model, num_tasks: int | None = None) -> AdaptedModel:
+        """The unadapted network as an AdaptedModel: one task, or ``num_tasks`` copies (expanded, no memory copy)."""
+        params = {k: v.detach() for k, v in model.param_dict().items()}
+        if num_tasks is not None:
+            params = {k: v.expand(num_tasks, *v.shape) for k, v in params.items()}
+        return cls(model, params, num_tasks)
+
     @staticmethod
     def _has_task_dim(model, params: dict[str, torch.Tensor]) -> bool:
         own = dict(model.named_parameters()) if hasattr(model, "named_parameters") else {}

@@ -162,10 +162,7 @@ class MAML(nn.Module):
     # ------------------------------------------------------------------ adaptation
     def prior(self, num_tasks: int | None = None) -> AdaptedModel:
         """The unadapted prior as an AdaptedModel (a batch of ``num_tasks`` copies, no memory copy)."""
-        params = {k: v.detach() for k, v in self.model.param_dict().items()}
-        if num_tasks is not None:
-            params = {k: v.expand(num_tasks, *v.shape) for k, v in params.items()}
-        return AdaptedModel(self.model, params, num_tasks)
+        return AdaptedModel.from_prior(self.model, num_tasks)
 
     @torch.no_grad()
     def adapt(self, context: Transitions, steps: int | None = None, lr: float | None = None) -> AdaptedModel:
