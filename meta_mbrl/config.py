@@ -99,7 +99,7 @@ class TrainConfig:
     control_adaptation_episodes: int = 1
     """Exploration episodes per test sub-env before adapting."""
     control_evaluation_episodes: int = 1
-    """Scored episodes per test sub-env after adapting."""
+    """Scored episodes per test class after adapting (Meta-World counts them per class; other suites per task)."""
     control_max_episode_steps: int = 0
     """Episode length in control evaluation; 0 keeps the suite's (Meta-World: 500). Shorter only for smoke tests."""
     control_meta_batch_size: int = 0

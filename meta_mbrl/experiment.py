@@ -190,9 +190,10 @@ def control_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike, out=p
     with pd.option_context("display.width", 200, "display.precision", 3):
         out(f"\nControl on held-out test tasks, judged by {judge}")
         out(f"planner={cfg.planner} (horizon {cfg.plan_horizon}, population {cfg.plan_population}, "
-            f"{cfg.plan_iterations} iterations); {info['adaptation_episodes']} adaptation + "
-            f"{info['evaluation_episodes']} evaluation episodes per sub-env"
-            + (f" x {info['num_evals']} rounds" if "num_evals" in info else ""))
+            f"{cfg.plan_iterations} iterations); {info['adaptation_episodes']} adaptation episodes per sub-env, "
+            f"{info['evaluation_episodes']} evaluation episodes per "
+            + (f"test class (Meta-World's count) x {info['num_evals']} rounds of fresh goals, "
+               f"{info['meta_batch_size']} sub-envs" if "num_evals" in info else "task"))
         out(df.drop(columns=["planner", "meta_train_env_steps"]).to_string(index=False))
         if "mean_success_rate" in info:
             out(f"mean success rate: {info['mean_success_rate']:.3f}   mean return: {info['mean_return']:.1f}")

@@ -40,7 +40,9 @@ def metaworld_evaluation(
         agent: a ``MetaLearningAgent`` acting in ``meta_batch_size`` envs (e.g. :class:`MetaMBRLAgent`).
         suite: a Meta-World suite (``task_suites.make("ml10")``).
         num_evals: evaluation rounds, each with freshly sampled test goals.
-        adaptation_episodes / evaluation_episodes: episodes per sub-env per round.
+        adaptation_episodes: exploration episodes per sub-env per round.
+        evaluation_episodes: scored episodes per test *class* per round (Meta-World counts episodes by class
+            name, so with several sub-envs of one class, as in ML1, they share this count).
         meta_batch_size: test sub-envs (a multiple of the number of test classes; default: one per class).
         max_episode_steps: shorter episodes than the benchmark's 500 (for smoke tests only).
         total_tasks_per_cls: use only the first goals of each test class.
