@@ -1,0 +1,38 @@
+"""Every learner on the same data, seed, evaluation windows, oracles and planner, in one table.
+
+Thin wrapper over ``meta-mbrl bench learners`` that writes ``benchmarks/results/learners_<suite>.csv``
+(one row per learner) and ``learners_<suite>.kshot.csv`` (the tidy few-shot rows).
+
+    python benchmarks/bench_learners.py --suite point-mass --preset quick [--learners maml cadm] [--no-control]
+    python benchmarks/bench_learners.py --suite ml10 --preset quick --steps 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import RESULTS
+
+from meta_mbrl.config import PRESETS, make_config
+from meta_mbrl.experiment import learners_run
+from meta_mbrl.meta import LEARNER_NAMES
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--suite", default="point-mass")
+    p.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    p.add_argument("--learners", nargs="+", default=list(LEARNER_NAMES))
+    p.add_argument("--steps", type=int, default=None, help="meta-train steps per learner")
+    p.add_argument("--tasks-per-class", type=int, default=None)
+    p.add_argument("--no-control", action="store_true")
+    args = p.parse_args()
+    overrides = {k: v for k, v in (("steps", args.steps), ("tasks_per_class", args.tasks_per_class)) if v is not None}
+    cfg = make_config(args.preset, suite=args.suite, **overrides)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    learners_run(cfg, args.learners, RESULTS / f"learners_{args.suite.replace(':', '_')}.csv", control=not args.no_control,
+                 progress=False)
+
+
+if __name__ == "__main__":
+    main()
