@@ -3,7 +3,7 @@
 Thin wrapper over ``meta-mbrl bench learners`` that writes ``benchmarks/results/learners_<suite>.csv``
 (one row per learner) and ``learners_<suite>.kshot.csv`` (the tidy few-shot rows).
 
-    python benchmarks/bench_learners.py --suite point-mass --preset quick [--learners maml cadm] [--no-control]
+    python benchmarks/bench_learners.py --suite point-mass --preset quick --ks 8 16 24 --eval-length 16 [--learners maml cadm]
     python benchmarks/bench_learners.py --suite ml10 --preset quick --steps 2000
 """
 
@@ -25,9 +25,14 @@ def main() -> None:
     p.add_argument("--learners", nargs="+", default=list(LEARNER_NAMES))
     p.add_argument("--steps", type=int, default=None, help="meta-train steps per learner")
     p.add_argument("--tasks-per-class", type=int, default=None)
+    p.add_argument("--ks", type=int, nargs="+", default=None, help="few-shot context sizes (point-mass: 8 16 24)")
+    p.add_argument("--eval-length", type=int, default=None, help="transitions scored after each context")
+    p.add_argument("--episodes-per-task", type=int, default=None)
     p.add_argument("--no-control", action="store_true")
     args = p.parse_args()
-    overrides = {k: v for k, v in (("steps", args.steps), ("tasks_per_class", args.tasks_per_class)) if v is not None}
+    overrides = {k: v for k, v in (("steps", args.steps), ("tasks_per_class", args.tasks_per_class),
+                                   ("kshot_ks", tuple(args.ks) if args.ks else None), ("kshot_eval_length", args.eval_length),
+                                   ("episodes_per_task", args.episodes_per_task)) if v is not None}
     cfg = make_config(args.preset, suite=args.suite, **overrides)
     RESULTS.mkdir(parents=True, exist_ok=True)
     learners_run(cfg, args.learners, RESULTS / f"learners_{args.suite.replace(':', '_')}.csv", control=not args.no_control,

@@ -52,6 +52,17 @@ def build_agent(cfg: TrainConfig, learner, suite, num_envs: int):
     )
 
 
+def check_kshot_fits(cfg: TrainConfig, suite) -> None:
+    """Fails before any training if the few-shot windows cannot fit in the suite's episodes."""
+    need = max(cfg.kshot_ks) + cfg.kshot_eval_length
+    if need > suite.max_episode_steps:
+        raise ValueError(
+            f"kshot_ks: the largest context ({max(cfg.kshot_ks)}) plus kshot_eval_length ({cfg.kshot_eval_length}) is {need} "
+            f"transitions, more than the {suite.max_episode_steps}-step episodes of {suite.name}; e.g. --kshot-ks 8 16 24 "
+            "--kshot-eval-length 16 on point-mass"
+        )
+
+
 def select_tasks(tasks, per_class: int) -> list:
     """The first ``per_class`` tasks of each class (all if ``per_class`` is 0), in suite order."""
     if per_class <= 0:
@@ -91,6 +102,7 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = Tru
     with atomic_path(run / "config.json") as tmp:
         tmp.write_text(json.dumps(to_dict(cfg), indent=2))
     suite = task_suites.make(cfg.suite, seed=cfg.seed)
+    check_kshot_fits(cfg, suite)
     out(f"suite {suite}")
     buf_path = run / "train_buffer.npz"
     if buf_path.exists():
@@ -246,6 +258,7 @@ def learners_run(cfg: TrainConfig, names, out_csv: str | os.PathLike, control: b
     if unknown or not names:
         raise ValueError(f"learners: expected names from {'|'.join(LEARNER_NAMES)}, got {list(names)}")
     suite = task_suites.make(cfg.suite, seed=cfg.seed)
+    check_kshot_fits(cfg, suite)
     buffer = collect(suite, select_tasks(suite.train_tasks, cfg.tasks_per_class), cfg.policy,
                      episodes_per_task=cfg.episodes_per_task, seed=cfg.seed, progress=progress)
     out(f"suite {suite}; training data {buffer}")

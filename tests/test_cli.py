@@ -72,6 +72,10 @@ def test_cli_errors_name_the_argument(tmp_path, capsys):
     assert "checkpoint: no checkpoint file" in capsys.readouterr().err
     assert main(["train", "--suite", "nope", "--preset", "test", "--run-dir", str(tmp_path / "r")]) == 2
     assert "name: expected one of" in capsys.readouterr().err
+    # the few-shot windows must fit the suite's episodes; checked before any data is collected or trained
+    assert main(["train", "--suite", "point-mass", "--preset", "quick", "--run-dir", str(tmp_path / "pm")]) == 2
+    assert "kshot_ks: the largest context (128) plus kshot_eval_length (32) is 160" in capsys.readouterr().err
+    assert not (tmp_path / "pm" / "train_buffer.npz").exists()
 
 
 @pytest.mark.metaworld
