@@ -94,8 +94,7 @@ class MetaMBRLAgent:
         self.obs_dim, self.act_dim = model.obs_dim, model.act_dim
         ref = next(model.parameters())
         self.device, self.dtype = ref.device, ref.dtype
-        self.low = np.asarray(planner.action_low.cpu() if torch.is_tensor(planner.action_low) else planner.action_low, np.float32)
-        self.high = np.asarray(planner.action_high.cpu() if torch.is_tensor(planner.action_high) else planner.action_high, np.float32)
+        self.low, self.high = (np.asarray(torch.as_tensor(b).cpu(), np.float32) for b in (planner.action_low, planner.action_high))
         self.controller = MPCController(planner, num_envs=self.num_envs, replan_every=replan_every, device=self.device)
         self._noise = ColoredNoisePolicy(self.low, self.high, beta=1.0, scale=1.0, seed=seed)
         self.env_steps = {"adapt": 0, "eval": 0, "act": 0}
@@ -107,13 +106,9 @@ class MetaMBRLAgent:
         self._history = [deque(maxlen=self.max_context) for _ in range(self.num_envs)]
         self._pending: list[tuple | None] = [None] * self.num_envs
         self._since_adapt = 0
-        self.model = self._prior_model()
+        self.model = self.learner.prior(self.num_envs)
         self.controller.reset()
         self._noise.reset(np.ones(self.num_envs, dtype=bool))
-
-    def _prior_model(self):
-        """The unadapted prior, one copy per env."""
-        return self.learner.prior(self.num_envs)
 
     def reset(self, env_mask=None) -> None:
         """Starts new episodes in the envs of ``env_mask`` (all if None): fresh warm starts and noise."""
@@ -171,7 +166,7 @@ class MetaMBRLAgent:
     def adapt(self) -> None:
         """Adapts the prior on the transitions recorded so far (the most recent ``max_context`` per env)."""
         ctx = self._context(None)
-        self.model = self.learner.adapt(ctx, **self.adapt_opts) if ctx is not None else self._prior_model()
+        self.model = self.learner.adapt(ctx, **self.adapt_opts) if ctx is not None else self.learner.prior(self.num_envs)
         self._since_adapt = 0
 
     def _maybe_adapt_online(self) -> None:
