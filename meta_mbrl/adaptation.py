@@ -91,6 +91,10 @@ class AdaptedModel:
                 f"obs: expected a leading task dim of {self.num_tasks} (one per adapted task), "
                 f"got shape {tuple(obs.shape)}"
             )
+        return self.predict_unchecked(obs, act)
+
+    def predict_unchecked(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
+        """``predict`` without input validation, for hot loops whose inputs were checked once (planner rollouts)."""
         if self.task_vector is None:
             return self.model.predict_params(self.params, obs, act)
         return self.model.predict_params(self.params, obs, act, z=self.task_vector)

@@ -69,8 +69,11 @@ def _rollout_chunk(model, obs: torch.Tensor, actions: torch.Tensor, discount: fl
     acts = actions.movedim(-2, 0).contiguous()  # (H, ..., A): one copy, then each step is a contiguous view
     ret = torch.zeros(lead, dtype=obs.dtype, device=obs.device)
     w = 1.0
+    # the first step goes through predict's validation; later steps feed the model its own outputs and the
+    # planner's (already checked) actions, so a model that offers it skips re-validating (5-8% of a rollout)
+    unchecked = getattr(model, "predict_unchecked", model.predict)
     for h in range(acts.shape[0]):
-        pred = model.predict(o, acts[h])
+        pred = (model.predict if h == 0 else unchecked)(o, acts[h])
         if pred.reward.shape != lead or pred.next_obs.shape != o.shape:
             raise ValueError(f"model: expected predict to return next_obs {tuple(o.shape)} and reward {tuple(lead)}, "
                              f"got {tuple(pred.next_obs.shape)} and {tuple(pred.reward.shape)}")
