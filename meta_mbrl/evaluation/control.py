@@ -162,22 +162,25 @@ def _episodes(env, tasks, agent, episodes: int, seed: int, adapt: bool):
     return returns, (success if has_success else None)
 
 
+class _RandomActor:
+    """Uniform random actions through the agent interface ``_episodes`` drives."""
+
+    def __init__(self, suite, n: int, seed: int):
+        self.suite, self.n, self.rng = suite, n, np.random.default_rng(seed)
+
+    def eval_action(self, obs) -> np.ndarray:
+        return self.rng.uniform(self.suite.action_low, self.suite.action_high, size=(self.n, self.suite.act_dim)).astype(np.float32)
+
+    def reset(self, mask) -> None:
+        pass
+
+
 def random_agent_returns(suite, tasks: Sequence, episodes: int = 1, seed: int = 0) -> np.ndarray:
     """Mean episode return per task of uniform random actions (the baseline a planner must beat)."""
-    env = suite.make_vec_env(suite.check_tasks(tasks), seed=seed)
-    rng = np.random.default_rng(seed)
+    tasks = suite.check_tasks(tasks)
+    env = suite.make_vec_env(tasks, seed=seed)
     try:
-        env.reset(seed=seed)
-        n, total, ret, done = len(tasks), np.zeros(len(tasks)), np.zeros(len(tasks)), np.zeros(len(tasks), dtype=np.int64)
-        while (done < episodes).any():
-            act = rng.uniform(suite.action_low, suite.action_high, size=(n, suite.act_dim)).astype(np.float32)
-            _, rew, term, trunc, _ = env.step(act)
-            ret += rew
-            for i in np.flatnonzero(np.logical_or(term, trunc)):
-                if done[i] < episodes:
-                    total[i] += ret[i]
-                    done[i] += 1
-                ret[i] = 0.0
+        returns, _ = _episodes(env, tasks, _RandomActor(suite, len(tasks), seed), episodes, seed, adapt=False)
     finally:
         env.close()
-    return total / episodes
+    return returns.mean(1)
