@@ -7,7 +7,7 @@ import torch
 from meta_mbrl.checks import check_obs_act
 from meta_mbrl.types import Prediction
 
-__all__ = ["AdaptedModel"]
+__all__ = ["AdaptedModel", "EnsembleAdaptedModel"]
 
 
 class AdaptedModel:
@@ -85,13 +85,17 @@ class AdaptedModel:
 
     def predict(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
         """Predicts next observation and reward (see Shapes); raises ValueError on bad input."""
+        self.check_inputs(obs, act)
+        return self.predict_unchecked(obs, act)
+
+    def check_inputs(self, obs: torch.Tensor, act: torch.Tensor) -> None:
+        """Raises ValueError unless ``(obs, act)`` fit ``predict``: dims, dtype, device, finiteness, task dim."""
         check_obs_act(obs, act, obs_dim=self.obs_dim, act_dim=self.act_dim, dtype=self.dtype, device=self.device)
         if self.num_tasks is not None and (obs.dim() < 2 or obs.shape[0] != self.num_tasks):
             raise ValueError(
                 f"obs: expected a leading task dim of {self.num_tasks} (one per adapted task), "
                 f"got shape {tuple(obs.shape)}"
             )
-        return self.predict_unchecked(obs, act)
 
     def predict_unchecked(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
         """``predict`` without input validation, for hot loops whose inputs were checked once (planner rollouts)."""
@@ -113,3 +117,129 @@ class AdaptedModel:
     def __repr__(self) -> str:
         z = "" if self.task_vector is None else f", task_vector={tuple(self.task_vector.shape)}"
         return f"AdaptedModel({type(self.model).__name__}, num_tasks={self.num_tasks}{z})"
+
+
+def _stack_pred(out: tuple[torch.Tensor, ...]) -> Prediction:
+    return Prediction(*out) if len(out) == 4 else Prediction(out[0], out[1])
+
+
+class EnsembleAdaptedModel:
+    """``E`` adapted models (an ensemble's members) with stacked parameters and a vmapped forward pass.
+
+    Produced by :meth:`meta_mbrl.meta.Ensemble.adapt` / ``prior``. Every parameter (and the task
+    vector, if any) carries a leading member dim ``E`` in front of what one member's
+    :class:`AdaptedModel` holds; one ``torch.func.vmap`` over that dim runs all members in one call.
+
+    ``predict`` is a plain DynamicsModel prediction: the members' mean, with the spread across
+    members (law of total variance: mean of the members' variances, for Gaussian members, plus the
+    variance of their means) as ``next_obs_std`` / ``reward_std``. ``predict_members`` returns every
+    member's prediction stacked, which is what the planners' trajectory sampling (PETS's TS-1 /
+    TS-inf, :func:`meta_mbrl.planning.imagine`) consumes.
+
+    Args:
+        model: the members' network (one template; the members differ only by parameters).
+        params: stacked parameters, ``(E, ...)`` in front of one member's (plain or task-batched).
+        num_tasks: ``None`` for a single task, else ``T``.
+        task_vector: ``None`` or the stacked task vectors, ``(E, Z)`` or ``(E, T, Z)``.
+
+    Shapes:
+        ``predict(obs (..., O), act (..., A))`` -> ``(..., ·)`` (batch of tasks: leading ``T``);
+        ``predict_members(obs, act)`` -> ``(E, ..., ·)``; with ``per_member=True`` the inputs are
+        ``(E, ..., ·)`` too (each member predicts its own inputs).
+
+    Example:
+        >>> import torch
+        >>> from meta_mbrl.models import DynamicsMLP
+        >>> m = DynamicsMLP(3, 1, hidden=(16,))
+        >>> stacked = {k: torch.stack([v.detach(), v.detach() + 0.1]) for k, v in m.named_parameters()}
+        >>> ens = EnsembleAdaptedModel(m, stacked)
+        >>> ens.predict_members(torch.zeros(5, 3), torch.zeros(5, 1)).reward.shape, ens.predict(torch.zeros(5, 3), torch.zeros(5, 1)).reward.shape
+        (torch.Size([2, 5]), torch.Size([5]))
+        >>> ens.member(1).predict(torch.zeros(5, 3), torch.zeros(5, 1)).reward.shape
+        torch.Size([5])
+    """
+
+    def __init__(self, model, params: dict[str, torch.Tensor], num_tasks: int | None = None,
+                 task_vector: torch.Tensor | None = None):
+        ref = next(iter(params.values()))
+        self.ensemble_size = int(ref.shape[0])
+        bad = {k: tuple(v.shape) for k, v in params.items() if v.dim() == 0 or v.shape[0] != self.ensemble_size}
+        if bad:
+            raise ValueError(f"params: expected a leading member dim of {self.ensemble_size} on every tensor, got {bad}")
+        if task_vector is not None and (task_vector.dim() == 0 or task_vector.shape[0] != self.ensemble_size):
+            raise ValueError(f"task_vector: expected a leading member dim of {self.ensemble_size}, got shape {tuple(task_vector.shape)}")
+        self.model, self.params, self.num_tasks, self.task_vector = model, params, num_tasks, task_vector
+        self._first = self.member(0)  # validates one member's shapes, and checks inputs for ``predict``
+        self.dtype, self.device = ref.dtype, ref.device
+        self.params_batched = self._first.params_batched
+
+    @property
+    def obs_dim(self) -> int:
+        return self.model.obs_dim
+
+    @property
+    def act_dim(self) -> int:
+        return self.model.act_dim
+
+    def member(self, e: int) -> AdaptedModel:
+        """Member ``e`` as a plain :class:`AdaptedModel` (views, no copy)."""
+        if not -self.ensemble_size <= e < self.ensemble_size:
+            raise ValueError(f"e: expected a member index in [0, {self.ensemble_size}), got {e}")
+        z = None if self.task_vector is None else self.task_vector[e]
+        return AdaptedModel(self.model, {k: v[e] for k, v in self.params.items()}, self.num_tasks, task_vector=z)
+
+    def check_inputs(self, obs: torch.Tensor, act: torch.Tensor, per_member: bool = False) -> None:
+        """Raises ValueError unless ``(obs, act)`` fit ``predict`` (``predict_members`` with ``per_member``)."""
+        if per_member:
+            check_obs_act(obs, act, obs_dim=self.obs_dim, act_dim=self.act_dim, dtype=self.dtype, device=self.device)
+            if obs.dim() < 2 or obs.shape[0] != self.ensemble_size:
+                raise ValueError(f"obs: expected a leading member dim of {self.ensemble_size} (per_member=True), "
+                                 f"got shape {tuple(obs.shape)}")
+            obs, act = obs[0], act[0]
+        self._first.check_inputs(obs, act)
+
+    def predict_members(self, obs: torch.Tensor, act: torch.Tensor, per_member: bool = False) -> Prediction:
+        """Every member's prediction, stacked along a leading ``E`` dim (see Shapes); validates the inputs."""
+        self.check_inputs(obs, act, per_member)
+        return self.predict_members_unchecked(obs, act, per_member)
+
+    def predict_members_unchecked(self, obs: torch.Tensor, act: torch.Tensor, per_member: bool = False) -> Prediction:
+        """:meth:`predict_members` without input validation (planner rollouts)."""
+        model, z_dim = self.model, None if self.task_vector is None else 0
+        x_dim = 0 if per_member else None
+
+        def one(params, z, o, a):
+            p = model.predict_params(params, o, a) if z is None else model.predict_params(params, o, a, z=z)
+            return tuple(t for t in p if t is not None)
+
+        out = torch.func.vmap(one, in_dims=(0, z_dim, x_dim, x_dim))(self.params, self.task_vector, obs, act)
+        return _stack_pred(out)
+
+    def predict(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
+        """The members' mean prediction and their spread (see the class docstring); validates the inputs."""
+        self.check_inputs(obs, act)
+        return self.predict_unchecked(obs, act)
+
+    def predict_unchecked(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
+        """:meth:`predict` without input validation."""
+        p = self.predict_members_unchecked(obs, act)
+        var_o, var_r = p.next_obs.var(0, unbiased=False), p.reward.var(0, unbiased=False)
+        if p.next_obs_std is not None:
+            var_o = var_o + p.next_obs_std.square().mean(0)
+            var_r = var_r + p.reward_std.square().mean(0)
+        return Prediction(p.next_obs.mean(0), p.reward.mean(0), var_o.sqrt(), var_r.sqrt())
+
+    def __getitem__(self, i: int) -> EnsembleAdaptedModel:
+        """The ensemble adapted to task ``i`` of a batch (every member's task ``i``)."""
+        if self.num_tasks is None:
+            raise ValueError("index: this EnsembleAdaptedModel holds a single task, not a batch")
+        params = {k: v[:, i] for k, v in self.params.items()} if self.params_batched else self.params
+        z = None if self.task_vector is None else self.task_vector[:, i]
+        return EnsembleAdaptedModel(self.model, params, task_vector=z)
+
+    def __len__(self) -> int:
+        return 1 if self.num_tasks is None else self.num_tasks
+
+    def __repr__(self) -> str:
+        z = "" if self.task_vector is None else f", task_vector={tuple(self.task_vector.shape)}"
+        return f"EnsembleAdaptedModel({type(self.model).__name__}, members={self.ensemble_size}, num_tasks={self.num_tasks}{z})"

@@ -100,6 +100,7 @@ def make_learner(
     model_kwargs: dict | None = None,
     seed: int | None = None,
     device: str | torch.device | None = None,
+    ensemble: int = 1,
     **learner_kwargs,
 ) -> nn.Module:
     """Builds the learner called ``name`` on a fresh :class:`DynamicsMLP` of the right kind.
@@ -111,6 +112,8 @@ def make_learner(
         model_kwargs: more DynamicsMLP arguments (``activation``, ``gaussian``, ``reward_weight``).
         seed: if given, the weights are initialized under this seed (the global RNG state is restored).
         device: where the learner goes (default: CPU).
+        ensemble: ``E > 1`` builds an :class:`~meta_mbrl.meta.ensemble.Ensemble` of ``E`` independently
+            initialised members of this kind (stacked parameters, vmapped adapt and forward); 1: the plain learner.
         **learner_kwargs: the learner's own arguments; for ``cadm`` / ``pearl`` also ``context_dim``
             (default 10), for ``multitask`` ``embed_dim`` (default 8): the size of the task vector.
 
@@ -121,8 +124,12 @@ def make_learner(
         >>> learner = make_learner("pearl", 4, 2, hidden=(32, 32), context_dim=5, kl_weight=0.1)
         >>> learner.model.context_dim, learner.kl_weight
         (5, 0.1)
+        >>> make_learner("anil", 4, 2, hidden=(32,), ensemble=3).size
+        3
     """
     _check_name(name)
+    if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1:
+        raise ValueError(f"ensemble: expected an int >= 1 (the number of members), got {ensemble!r}")
     mk = dict(model_kwargs or {})
     if name in CONDITIONED:
         key, default = CONDITIONED[name]
@@ -130,5 +137,11 @@ def make_learner(
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        learner = build_learner(name, DynamicsMLP(obs_dim, act_dim, hidden=hidden, **mk), **learner_kwargs)
+        model = DynamicsMLP(obs_dim, act_dim, hidden=hidden, **mk)
+        if ensemble > 1:
+            from meta_mbrl.meta.ensemble import Ensemble
+
+            learner = Ensemble(model, member=name, size=ensemble, member_kwargs=learner_kwargs)
+        else:
+            learner = build_learner(name, model, **learner_kwargs)
     return learner.to(device) if device is not None else learner

@@ -24,12 +24,12 @@ def register_learner(name: str, cls: type) -> None:
 
 
 def _registries():
-    """Registers the built-in learners (``maml|fomaml|metasgd|anil|reptile|cadm|pearl|multitask|finetune``)
+    """Registers the built-in learners (``maml|fomaml|metasgd|anil|reptile|cadm|pearl|multitask|finetune``, and ``ensemble`` of any of them)
     and models, without overriding names registered by the user."""
-    from meta_mbrl.meta import LEARNER_CLASSES
+    from meta_mbrl.meta import LEARNER_CLASSES, Ensemble
     from meta_mbrl.models import DynamicsMLP
 
-    for name, cls in LEARNER_CLASSES.items():
+    for name, cls in {**LEARNER_CLASSES, "ensemble": Ensemble}.items():
         LEARNERS.setdefault(name, cls)
     MODELS.setdefault("DynamicsMLP", DynamicsMLP)
 

@@ -95,7 +95,8 @@ def meta_train(
         if "np_rng" in ckpt["extra"]:
             rng.bit_generator.state = ckpt["extra"]["np_rng"]
     elif fit_normalizers:
-        learner.model.fit_normalizers(as_tensor_transitions(buffer.transitions(), device=device))
+        fit = getattr(learner, "fit_normalizers", None) or learner.model.fit_normalizers  # an Ensemble fits every member
+        fit(as_tensor_transitions(buffer.transitions(), device=device))
     logger = CSVLogger(run / "train_log.csv", resume_step=start, tensorboard_dir=str(run / "tb") if tensorboard else None) if run else None
     rows: list[dict] = []
 
