@@ -319,3 +319,32 @@ def test_make_learner_builds_every_name_and_rejects_unknown():
             cls(small_model())
     with pytest.raises(ValueError, match="inner_data"):
         Reptile(small_model(), inner_data="query")
+
+
+def test_compare_learners_one_table_and_a_diverging_learner_keeps_its_row(pm_suite):
+    from meta_mbrl.evaluation.learners import compare_learners
+
+    buffer = meta_mbrl.collect(pm_suite, pm_suite.train_tasks[:6], episodes_per_task=2, seed=0, progress=False)
+
+    def make(name):
+        return make_learner(name, 4, 2, hidden=(16,), seed=0, **({"ensemble": 2} if name == "cadm" else {}))
+
+    def train(learner):
+        if isinstance(learner, Reptile):
+            raise FloatingPointError("meta_loss: expected a finite loss, got inf at step 3; lower inner_lr")
+        return meta_mbrl.meta_train(learner, buffer, steps=20, tasks_per_batch=4, support=8, query=8, log_every=10,
+                                    progress=False)
+
+    table, kshot = compare_learners(
+        ["maml", "reptile", "cadm"], make, train, pm_suite, pm_suite.test_tasks[:2], buffer, ks=(4, 8),
+        kshot_kwargs=dict(eval_episodes=1, oracle_transitions=200, oracle_steps=20, windows=2, eval_length=12,
+                          horizon=4, scratch_steps=5),
+        latency_k=8, progress=False, out=lambda s: None,
+    )
+    assert list(table["learner"]) == ["maml", "reptile", "cadm"]
+    assert list(table["status"]) == ["ok", "diverged: meta_loss: expected a finite loss, got inf at step 3", "ok"]
+    ok = table[table["status"] == "ok"]
+    cols = ["dyn_mse@4", "reward_mse@8", "gap_dyn@8", "adapt_ms_1", "adapt_ms_64", "ratio_64_vs_1", "train_ms_per_step"]
+    assert np.isfinite(ok[cols].to_numpy(float)).all()
+    assert table.loc[1, cols].isna().all()
+    assert set(kshot["learner"]) == {"maml", "cadm"} and set(kshot["k"]) == {4, 8}

@@ -64,7 +64,9 @@ def compare_learners(
         latency_k: context size for the adapt latency.
 
     Returns:
-        ``(table, kshot)``: one row per learner, and the tidy few-shot rows of all learners.
+        ``(table, kshot)``: one row per learner, and the tidy few-shot rows of all learners. A learner whose
+        meta-training diverges (``FloatingPointError``) keeps its row, with ``status`` saying at which step
+        and every measurement empty; the others go on.
     """
     kk = dict(kshot_kwargs or {})
     prep_keys = ("policy", "eval_episodes", "oracle_transitions", "oracle_steps")
@@ -74,7 +76,12 @@ def compare_learners(
     for name in names:
         learner = make(name)
         t0 = time.perf_counter()
-        log = train(learner)
+        try:
+            log = train(learner)
+        except FloatingPointError as e:  # one learner diverging must not cost the others their rows
+            rows.append({"learner": name, "status": f"diverged: {str(e).split(';')[0]}"})
+            out(f"{name}: {rows[-1]['status']}")
+            continue
         train_s = time.perf_counter() - t0
         learner.eval()
         if data is None:  # normalizers are fit on the shared buffer, so the first learner's serve all
@@ -88,7 +95,7 @@ def compare_learners(
         idx = torch.arange(latency_k * 64) % tr.reward.shape[0]  # wraps around a small buffer
         one = Transitions(*(x[idx[:latency_k]].to(p.device) for x in tr))
         many = Transitions(*(x[idx].reshape(64, latency_k, *x.shape[1:]).to(p.device) for x in tr))
-        row = {"learner": name}
+        row = {"learner": name, "status": "ok"}
         means = df.groupby(["k", "method"])[["dyn_mse", "reward_mse"]].mean()
         for k in ks:
             row[f"dyn_mse@{k}"] = means.loc[(k, "adapted"), "dyn_mse"]
@@ -114,4 +121,4 @@ def compare_learners(
             row["control_env_steps"] = info["adapt_env_steps"] + info["eval_env_steps"]
         rows.append(row)
         out(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
-    return pd.DataFrame(rows), pd.concat(kshots, ignore_index=True)
+    return pd.DataFrame(rows), (pd.concat(kshots, ignore_index=True) if kshots else pd.DataFrame())
