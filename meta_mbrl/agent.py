@@ -52,7 +52,9 @@ class MetaMBRLAgent:
         explore_noise: std of the exploration noise added in ``adapt_action``, relative to the half
             action range (0: plan greedily).
         replan_every: replan every k steps (in between, the cached plan is played).
-        seed: seeds the exploration noise.
+        particles / propagation: trajectory sampling across an ensemble's members (PETS TS-1 / TS-inf,
+            see :class:`~meta_mbrl.planning.MPCController`); ``None`` particles: one per member.
+        seed: seeds the exploration noise and the trajectory sampling.
 
     Example:
         >>> import numpy as np, torch
@@ -77,6 +79,8 @@ class MetaMBRLAgent:
         adapt_opts: dict | None = None,
         explore_noise: float = 0.3,
         replan_every: int = 1,
+        particles: int | None = None,
+        propagation: str = "ts1",
         seed: int | None = None,
     ):
         if num_envs < 1:
@@ -95,7 +99,8 @@ class MetaMBRLAgent:
         ref = next(model.parameters())
         self.device, self.dtype = ref.device, ref.dtype
         self.low, self.high = (np.asarray(torch.as_tensor(b).cpu(), np.float32) for b in (planner.action_low, planner.action_high))
-        self.controller = MPCController(planner, num_envs=self.num_envs, replan_every=replan_every, device=self.device)
+        self.controller = MPCController(planner, num_envs=self.num_envs, replan_every=replan_every, device=self.device,
+                                        particles=particles, propagation=propagation, seed=seed)
         self._noise = ColoredNoisePolicy(self.low, self.high, beta=1.0, scale=1.0, seed=seed)
         self.env_steps = {"adapt": 0, "eval": 0, "act": 0}
         self.init()

@@ -108,3 +108,108 @@ def test_ensemble_bad_arguments_are_named():
     adapted = ens.adapt(random_transitions(16, seed=0))
     with pytest.raises(ValueError, match="obs: expected a leading member dim of 3"):
         adapted.predict_members(torch.zeros(2, 4, 5), torch.zeros(2, 4, 2), per_member=True)
+
+
+# ---------------------------------------------------------------------------- trajectory sampling in the planners
+def toy_ensemble(size=2, num_tasks=None, seed=0, gaussian=False):
+    """An EnsembleAdaptedModel over a small MLP with clearly different members (random weights, scaled up)."""
+    from conftest import small_model
+
+    m = small_model(obs_dim=3, act_dim=1, hidden=(16,), seed=seed, gaussian=gaussian)
+    g = torch.Generator().manual_seed(seed)
+    params = {k: torch.randn(size, *v.shape, generator=g) * 0.5 for k, v in m.param_dict().items()}
+    if num_tasks is not None:
+        params = {k: v.unsqueeze(1).expand(size, num_tasks, *v.shape[1:]).contiguous() for k, v in params.items()}
+    return EnsembleAdaptedModel(m, params, num_tasks)
+
+
+def member_sequence_return(ens, obs, actions, seq):
+    """Hand rollout: step h uses member seq[h] (plain AdaptedModel.predict of that member)."""
+    o, ret = obs.expand(actions.shape[0], obs.shape[-1]), torch.zeros(actions.shape[0])
+    for h, e in enumerate(seq):
+        p = ens.member(e).predict(o, actions[:, h])
+        ret, o = ret + p.reward, p.next_obs
+    return ret
+
+
+def test_ts_inf_equals_hand_rollout_of_each_particles_member():
+    from meta_mbrl.planning import imagine
+
+    ens = toy_ensemble(size=2)
+    obs, actions = torch.randn(3), torch.randn(5, 4, 1)
+    # particle p follows member p % E for the whole horizon: with 4 particles, two follow each member
+    want = (member_sequence_return(ens, obs, actions, [0] * 4) + member_sequence_return(ens, obs, actions, [1] * 4)) / 2
+    torch.testing.assert_close(imagine(ens, obs, actions, particles=4, propagation="tsinf"), want, atol=1e-5, rtol=1e-5)
+    # "mean" rolls out the members' mean prediction instead
+    mean = imagine(ens, obs, actions, propagation="mean")
+    assert not torch.allclose(mean, want)
+    o, ret = obs.expand(5, 3), torch.zeros(5)
+    for h in range(4):
+        p = ens.predict(o, actions[:, h])
+        ret, o = ret + p.reward, p.next_obs
+    torch.testing.assert_close(mean, ret, atol=1e-5, rtol=1e-5)
+
+
+def test_ts1_averages_over_member_sequences():
+    import itertools
+
+    from meta_mbrl.planning import imagine
+
+    ens = toy_ensemble(size=2, seed=3)
+    obs, actions = torch.randn(3), torch.randn(2, 3, 1)
+    every = torch.stack([member_sequence_return(ens, obs, actions, s) for s in itertools.product(range(2), repeat=3)])
+    constant = (member_sequence_return(ens, obs, actions, [0] * 3) + member_sequence_return(ens, obs, actions, [1] * 3)) / 2
+    g = torch.Generator().manual_seed(0)
+    ts1 = imagine(ens, obs, actions, particles=2000, propagation="ts1", generator=g)
+    # TS-1 re-draws the member every step: its mean return is that of a uniformly random member sequence,
+    # not that of TS-inf's constant sequences (the members are far apart, so the two differ clearly)
+    gap = (every.mean(0) - constant).abs()
+    assert bool((gap > 0.05).all()), gap
+    assert bool(((ts1 - every.mean(0)).abs() < 0.2 * gap).all()), (ts1, every.mean(0), constant)
+    again = imagine(ens, obs, actions, particles=2000, propagation="ts1", generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ts1, again)  # seeded: reproducible
+
+
+def test_ts_batched_over_envs_matches_per_env_and_chunks():
+    from meta_mbrl.planning import imagine
+
+    ens = toy_ensemble(size=3, num_tasks=2, seed=1)
+    obs, actions = torch.randn(2, 3), torch.randn(2, 7, 4, 1)
+    batched = imagine(ens, obs, actions, particles=6, propagation="tsinf")
+    for b in range(2):
+        torch.testing.assert_close(batched[b], imagine(ens[b], obs[b], actions[b], particles=6, propagation="tsinf"),
+                                   atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(imagine(ens, obs, actions, particles=6, propagation="tsinf", max_rows=12), batched,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_gaussian_particles_are_sampled_and_identical_members_agree():
+    from meta_mbrl.planning import imagine
+
+    ens = toy_ensemble(size=2, seed=2, gaussian=True)
+    obs, actions = torch.randn(3), torch.randn(4, 3, 1)
+    a = imagine(ens, obs, actions, particles=4, generator=torch.Generator().manual_seed(0))
+    b = imagine(ens, obs, actions, particles=4, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(a).all() and not torch.allclose(a, b)
+    det = toy_ensemble(size=2)
+    same = EnsembleAdaptedModel(det.model, {k: v[:1].expand(2, *v.shape[1:]) for k, v in det.params.items()})
+    outs = [imagine(same, obs, actions, particles=2, propagation=p) for p in ("ts1", "tsinf", "mean")]
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], atol=1e-5, rtol=1e-5)
+
+
+def test_mpc_agent_plans_with_an_ensemble(pm_suite):
+    import numpy as np
+
+    from meta_mbrl.agent import MetaMBRLAgent
+    from meta_mbrl.planning import CEM, MPCController, make_objective
+
+    ens = make_learner("maml", 4, 2, hidden=(16,), seed=0, ensemble=2)
+    planner = CEM(pm_suite.action_low, pm_suite.action_high, horizon=4, population=16, iterations=2, seed=0)
+    agent = MetaMBRLAgent(ens, planner, num_envs=3, particles=4, propagation="ts1", seed=0)
+    actions = agent.act(np.zeros((3, 4), np.float32))
+    assert actions.shape == (3, 2) and np.all(actions <= pm_suite.action_high)
+    with pytest.raises(ValueError, match="particles: expected a multiple of the ensemble size 2"):
+        make_objective(ens.prior(), torch.zeros(4), particles=3)
+    with pytest.raises(ValueError, match="propagation: expected one of ts1|tsinf|mean"):
+        MPCController(planner, propagation="ts2")

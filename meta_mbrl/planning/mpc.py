@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meta_mbrl.planning.base import Planner, check_float, check_int
-from meta_mbrl.planning.objective import make_objective
+from meta_mbrl.planning.base import Planner, check_float, check_int, make_generator
+from meta_mbrl.planning.objective import PROPAGATIONS, make_objective
 from meta_mbrl.protocols import DynamicsModel
 
 __all__ = ["MPCController"]
@@ -30,6 +30,10 @@ class MPCController:
         discount: per-step discount of the imagined returns.
         device: where observations are sent (float32) before the model converts them; should match
             the planner's and the model's device.
+        particles / propagation: trajectory sampling of the imagined rollouts (see
+            :func:`~meta_mbrl.planning.imagine`): for an ensemble, ``particles`` (default ``E``) split
+            across members by ``"ts1"`` / ``"tsinf"``, or the members' ``"mean"``.
+        seed: seeds TS-1's member draws and Gaussian sampling.
 
     Shapes:
         ``act(obs (B, O), model) -> actions (B, A)`` (numpy float32); ``last_plan``: ``(B, H, A)``.
@@ -46,7 +50,8 @@ class MPCController:
     """
 
     def __init__(self, planner: Planner, num_envs: int = 1, replan_every: int = 1, discount: float = 1.0,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", particles: int | None = None, propagation: str = "ts1",
+                 seed: int | None = None):
         for attr in ("plan", "horizon", "action_low", "action_high"):
             if not hasattr(planner, attr):
                 raise ValueError(f"planner: expected a Planner with a {attr!r} attribute, got {type(planner).__name__}")
@@ -58,6 +63,12 @@ class MPCController:
             raise ValueError(f"replan_every: expected <= planner.horizon ({self.horizon}), got {self.replan_every}")
         self.discount = check_float("discount", discount, 0.0, 1.0)
         self.device = torch.device(device)
+        if particles is not None:
+            check_int("particles", particles, 1)
+        if propagation not in PROPAGATIONS:
+            raise ValueError(f"propagation: expected one of {'|'.join(PROPAGATIONS)}, got {propagation!r}")
+        self.particles, self.propagation = particles, propagation
+        self._gen = make_generator(seed, self.device)
         self._low = torch.as_tensor(planner.action_low, dtype=torch.float32, device=self.device)
         self._high = torch.as_tensor(planner.action_high, dtype=torch.float32, device=self.device)
         self._low_np, self._high_np = self._low.cpu().numpy(), self._high.cpu().numpy()
@@ -106,7 +117,8 @@ class MPCController:
         if obs.dim() != 2 or obs.shape[0] != self.num_envs:
             raise ValueError(f"obs: expected shape ({self.num_envs}, O) (num_envs={self.num_envs}), got {tuple(obs.shape)}")
         if self._plan is None or self._t >= self.replan_every or bool(self._fresh.any()):
-            objective = make_objective(model, obs.to(device=self.device, dtype=torch.float32), self.discount)
+            objective = make_objective(model, obs.to(device=self.device, dtype=torch.float32), self.discount,
+                                       particles=self.particles, propagation=self.propagation, generator=self._gen)
             plan = self.planner.plan(objective, self.warm_start())
             if tuple(plan.shape) != (self.num_envs, self.horizon, self.action_dim):
                 raise ValueError(f"planner: expected a plan of shape {(self.num_envs, self.horizon, self.action_dim)}, "

@@ -15,7 +15,7 @@ from meta_mbrl.checks import check_tensor
 from meta_mbrl.planning.base import ObjectiveFn, check_float, check_int
 from meta_mbrl.protocols import DynamicsModel
 
-__all__ = ["imagine", "Objective", "ObjectiveFn", "make_objective"]
+__all__ = ["imagine", "Objective", "ObjectiveFn", "make_objective", "PROPAGATIONS"]
 
 
 def _model_dims(model) -> tuple[int | None, int | None]:
@@ -63,6 +63,77 @@ chunks of candidates so that a call's activations stay in the CPU cache (a 3x200
 at ~2,000 rows per call than at 5,000). Accelerators get no chunking by default."""
 
 
+PROPAGATIONS = ("ts1", "tsinf", "mean")
+"""How particles move through an ensemble (PETS, Chua et al. 2018): ``"ts1"`` re-draws each particle's
+member at every step, ``"tsinf"`` fixes it for the whole rollout, ``"mean"`` uses the members' mean."""
+
+
+def _ensemble_size(model) -> int | None:
+    e = getattr(model, "ensemble_size", None)
+    return e if isinstance(e, int) and callable(getattr(model, "predict_members_unchecked", None)) else None
+
+
+def _ts_predict(model, o: torch.Tensor, a: torch.Tensor, e: int, check: bool):
+    """One step of trajectory sampling: particle ``p`` of ``o (*L, P, O)`` goes to member ``p % E``.
+
+    The particles are regrouped member-major, ``(E, *L[:-1], L[-1] * P / E, ·)``, so each member
+    predicts only its own particles in one vmapped call (the task dim ``B`` stays first after ``E``).
+    """
+    lead, p = o.shape[:-2], o.shape[-2]
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(*lead, p // e, e, x.shape[-1]).movedim(-2, 0)
+        return x.reshape(e, *lead[:-1], lead[-1] * (p // e), x.shape[-1])
+
+    def merge(x: torch.Tensor) -> torch.Tensor:
+        tail = x.shape[len(lead) + 1:] if x.dim() > len(lead) + 1 else ()
+        x = x.reshape(e, *lead, p // e, *tail).movedim(0, len(lead) + 1)
+        return x.reshape(*lead, p, *tail)
+
+    fn = model.predict_members if check else model.predict_members_unchecked
+    pred = fn(split(o), split(a), per_member=True)
+    out = [None if t is None else merge(t) for t in pred]
+    return type(pred)(*out)
+
+
+def _flat_predict(model, o: torch.Tensor, a: torch.Tensor, check: bool):
+    """Particles folded into the candidate dim, ``(*L[:-1], L[-1] * P, ·)``, for a single model."""
+    lead, p = o.shape[:-2], o.shape[-2]
+    fn = model.predict if check else getattr(model, "predict_unchecked", model.predict)
+    pred = fn(o.reshape(*lead[:-1], lead[-1] * p, o.shape[-1]), a.reshape(*lead[:-1], lead[-1] * p, a.shape[-1]))
+    if pred.reward.shape != (*lead[:-1], lead[-1] * p) or pred.next_obs.shape[:-1] != pred.reward.shape:
+        raise ValueError(f"model: expected predict to return next_obs {(*lead[:-1], lead[-1] * p, o.shape[-1])} and reward "
+                         f"{(*lead[:-1], lead[-1] * p)}, got {tuple(pred.next_obs.shape)} and {tuple(pred.reward.shape)}")
+    return type(pred)(*(None if t is None else t.reshape(*lead, p, *t.shape[len(lead) - 1 + 1:]) for t in pred))
+
+
+def _rollout_particles(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, particles: int,
+                       propagation: str, generator: torch.Generator | None) -> torch.Tensor:
+    """Mean over ``particles`` of each candidate's return, propagating them as ``propagation`` says.
+
+    Gaussian predictions (``next_obs_std``) are sampled, so particles also carry aleatoric noise.
+    """
+    lead = actions.shape[:-2]
+    o = obs.unsqueeze(-2).expand(*lead, obs.shape[-1]).unsqueeze(-2).expand(*lead, particles, obs.shape[-1])
+    acts = actions.movedim(-2, 0).unsqueeze(-2).expand(actions.shape[-2], *lead, particles, actions.shape[-1])
+    ret = torch.zeros(*lead, particles, dtype=obs.dtype, device=obs.device)
+    e = _ensemble_size(model) if propagation != "mean" else None
+    w = 1.0
+    for h in range(acts.shape[0]):
+        if e is not None and propagation == "ts1" and h > 0:
+            perm = torch.rand(*lead, particles, generator=generator, device=obs.device).argsort(-1)
+            o = o.gather(-2, perm.unsqueeze(-1).expand_as(o))
+            ret = ret.gather(-1, perm)
+        pred = (_ts_predict(model, o, acts[h], e, h == 0) if e is not None
+                else _flat_predict(model, o, acts[h], h == 0))
+        ret.add_(pred.reward, alpha=w)
+        o = pred.next_obs
+        if pred.next_obs_std is not None:
+            o = o + pred.next_obs_std * torch.randn(o.shape, generator=generator, device=o.device, dtype=o.dtype)
+        w *= discount
+    return ret.mean(-1)
+
+
 def _rollout_chunk(model, obs: torch.Tensor, actions: torch.Tensor, discount: float) -> torch.Tensor:
     lead = actions.shape[:-2]  # (N,) or (B, N)
     o = obs.unsqueeze(-2).expand(*lead, obs.shape[-1])
@@ -83,7 +154,8 @@ def _rollout_chunk(model, obs: torch.Tensor, actions: torch.Tensor, discount: fl
     return ret
 
 
-def _rollout(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, max_rows: int | None) -> torch.Tensor:
+def _rollout(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, max_rows: int | None,
+             particles: int = 1, propagation: str = "ts1", generator: torch.Generator | None = None) -> torch.Tensor:
     """The unchecked rollout: ``obs (B, O)``, ``actions (B, N, H, A)`` -> ``(B, N)`` (or without ``B``).
 
     Candidates are independent, so rolling them out in chunks along ``N`` gives the same returns.
@@ -92,20 +164,48 @@ def _rollout(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, m
     if max_rows is None and obs.device.type != "cpu":
         chunk = n
     else:
-        chunk = max(1, (max_rows or CPU_MAX_ROWS) // (obs.shape[0] if obs.dim() == 2 else 1))
+        chunk = max(1, (max_rows or CPU_MAX_ROWS) // ((obs.shape[0] if obs.dim() == 2 else 1) * particles))
+
+    def run(acts: torch.Tensor) -> torch.Tensor:
+        if particles == 1 and (propagation == "mean" or _ensemble_size(model) is None):
+            return _rollout_chunk(model, obs, acts, discount)
+        return _rollout_particles(model, obs, acts, discount, particles, propagation, generator)
+
     if chunk >= n:
-        return _rollout_chunk(model, obs, actions, discount)
-    parts = [_rollout_chunk(model, obs, actions[..., i:i + chunk, :, :], discount) for i in range(0, n, chunk)]
-    return torch.cat(parts, dim=-1)
+        return run(actions)
+    return torch.cat([run(actions[..., i:i + chunk, :, :]) for i in range(0, n, chunk)], dim=-1)
+
+
+def _check_particles(model, particles: object, propagation: object) -> int:
+    """``particles`` checked against the model; ``None``: one per member for an ensemble, else 1."""
+    if propagation not in PROPAGATIONS:
+        raise ValueError(f"propagation: expected one of {'|'.join(PROPAGATIONS)}, got {propagation!r}")
+    e = _ensemble_size(model)
+    if particles is None:
+        return e if e is not None and propagation != "mean" else 1
+    p = check_int("particles", particles, 1)
+    if e is not None and propagation != "mean" and p % e:
+        raise ValueError(f"particles: expected a multiple of the ensemble size {e} for propagation {propagation!r} "
+                         f"(each member takes particles/E of them), got {p}")
+    return p
 
 
 def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, discount: float = 1.0,
-            max_rows: int | None = None) -> torch.Tensor:
+            max_rows: int | None = None, particles: int | None = None, propagation: str = "ts1",
+            generator: torch.Generator | None = None) -> torch.Tensor:
     """Discounted return of each action sequence, rolling ``model`` forward from ``obs``.
 
     ``returns = sum_h discount**h * reward_h`` where ``reward_h`` is the model's predicted reward for
-    step ``h``, and the next observation is the model's ``next_obs``. For a Gaussian model (a
-    Prediction with ``next_obs_std``) the mean is used, no sampling: the rollout is deterministic.
+    step ``h``, and the next observation is the model's ``next_obs``. With one particle (the default)
+    a Gaussian model's mean is used, no sampling: the rollout is deterministic.
+
+    **Trajectory sampling** (PETS). Each candidate is rolled out as ``particles`` particles and its
+    return is their mean. For an ensemble (a model with ``ensemble_size`` ``E`` and
+    ``predict_members``, e.g. :class:`~meta_mbrl.adaptation.EnsembleAdaptedModel`) particle ``p`` is
+    propagated by member ``p % E`` (``"tsinf"``), or by a member re-drawn at every step (``"ts1"``: a
+    random permutation of each candidate's particles per step, so every member still takes ``P / E``
+    of them in one vmapped call); ``"mean"`` uses the members' mean. With more than one particle,
+    Gaussian predictions are sampled (``generator``).
 
     In the batched case the model is always called with inputs ``(B, N, ·)`` (never flattened to
     ``B * N``), so a task-batched :class:`~meta_mbrl.adaptation.AdaptedModel` with ``num_tasks=B``
@@ -116,9 +216,13 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
         obs: start observation(s), on the model's device and dtype.
         actions: candidate sequences, same dtype and device as ``obs``.
         discount: per-step discount in ``[0, 1]``.
-        max_rows: cap on ``B * n`` rows per model call; the ``N`` candidates are rolled out in chunks of
-            ``max(1, max_rows // B)`` (same returns, better cache use). ``None``: :data:`CPU_MAX_ROWS`
-            on CPU, no chunking on other devices.
+        max_rows: cap on ``B * n * particles`` rows per model call; the ``N`` candidates are rolled out in
+            chunks of ``max(1, max_rows // (B * particles))`` (same returns, better cache use). ``None``:
+            :data:`CPU_MAX_ROWS` on CPU, no chunking on other devices.
+        particles: particles per candidate ``P`` (a multiple of ``E`` for an ensemble under TS); ``None``:
+            ``E`` for an ensemble (one particle per member), else 1.
+        propagation: one of :data:`PROPAGATIONS` (used by ensembles).
+        generator: the randomness of TS-1's draws and of Gaussian sampling.
 
     Returns:
         The returns, ``(N,)`` or ``(B, N)``.
@@ -127,7 +231,8 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
         ``obs (O,)``, ``actions (N, H, A)`` -> ``(N,)``; ``obs (B, O)``, ``actions (B, N, H, A)`` -> ``(B, N)``.
 
     Raises:
-        ValueError: on mismatched shapes (obs vs model dims, ``B`` of obs vs actions), non-finite input, bad discount.
+        ValueError: on mismatched shapes (obs vs model dims, ``B`` of obs vs actions), non-finite input, bad
+            discount, or particles that are not a multiple of the ensemble size.
 
     Example:
         >>> import torch
@@ -141,7 +246,8 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
     discount = check_float("discount", discount, 0.0, 1.0)
     if max_rows is not None:
         check_int("max_rows", max_rows, 1)
-    return _rollout(model, obs, actions.to(obs.dtype), discount, max_rows)
+    particles = _check_particles(model, particles, propagation)
+    return _rollout(model, obs, actions.to(obs.dtype), discount, max_rows, particles, propagation, generator)
 
 
 class Objective:
@@ -155,6 +261,7 @@ class Objective:
             dtype and device when the model exposes them (``dtype``/``device`` attributes or parameters).
         discount: per-step discount in ``[0, 1]``.
         max_rows: cap on the rows of one model call (see :func:`imagine`).
+        particles / propagation / generator: trajectory sampling (see :func:`imagine`).
 
     Shapes:
         ``obs (O,)``: ``(N, H, A) -> (N,)``; ``obs (B, O)``: ``(B, N, H, A) -> (B, N)``.
@@ -170,7 +277,8 @@ class Objective:
     """
 
     def __init__(self, model: DynamicsModel, obs: torch.Tensor | np.ndarray, discount: float = 1.0,
-                 max_rows: int | None = None):
+                 max_rows: int | None = None, particles: int | None = None, propagation: str = "ts1",
+                 generator: torch.Generator | None = None):
         if not callable(getattr(model, "predict", None)):
             raise ValueError(f"model: expected a DynamicsModel with a predict(obs, act) method, got {type(model).__name__}")
         dtype, device = _model_dtype_device(model)
@@ -182,6 +290,8 @@ class Objective:
         self.model, self.obs = model, obs
         self.discount = check_float("discount", discount, 0.0, 1.0)
         self.max_rows = None if max_rows is None else check_int("max_rows", max_rows, 1)
+        self.particles, self.propagation = _check_particles(model, particles, propagation), propagation
+        self.generator = generator
 
     @property
     def batched(self) -> bool:
@@ -197,7 +307,8 @@ class Objective:
         """Returns of ``actions`` (see Shapes); raises ValueError on bad shapes."""
         _check_actions(self.model, self.obs, actions)
         acts = actions.to(device=self.obs.device, dtype=self.obs.dtype)
-        ret = _rollout(self.model, self.obs, acts, self.discount, self.max_rows)
+        ret = _rollout(self.model, self.obs, acts, self.discount, self.max_rows, self.particles, self.propagation,
+                       self.generator)
         return ret.to(actions.device)
 
     def __repr__(self) -> str:
@@ -205,7 +316,8 @@ class Objective:
 
 
 def make_objective(model: DynamicsModel, obs: torch.Tensor | np.ndarray, discount: float = 1.0,
-                   max_rows: int | None = None) -> Objective:
+                   max_rows: int | None = None, particles: int | None = None, propagation: str = "ts1",
+                   generator: torch.Generator | None = None) -> Objective:
     """Builds the objective ``actions -> imagine(model, obs, actions, discount=discount)``.
 
     Args:
@@ -213,6 +325,7 @@ def make_objective(model: DynamicsModel, obs: torch.Tensor | np.ndarray, discoun
         obs: current observations, ``(O,)`` for one env or ``(B, O)`` for ``B`` envs.
         discount: per-step discount in ``[0, 1]``.
         max_rows: cap on the rows of one model call (see :func:`imagine`).
+        particles / propagation / generator: trajectory sampling across an ensemble's members (see :func:`imagine`).
 
     Returns:
         An :class:`Objective`, the callable the planners consume.
@@ -224,4 +337,4 @@ def make_objective(model: DynamicsModel, obs: torch.Tensor | np.ndarray, discoun
         >>> make_objective(model, torch.tensor([1.0]))(-torch.ones(4, 2, 1))
         tensor([-1., -1., -1., -1.])
     """
-    return Objective(model, obs, discount, max_rows)
+    return Objective(model, obs, discount, max_rows, particles, propagation, generator)
