@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--horizon", dest="plan_horizon", type=int, default=None)
     p_eval.add_argument("--population", dest="plan_population", type=int, default=None)
     p_eval.add_argument("--iterations", dest="plan_iterations", type=int, default=None)
+    p_eval.add_argument("--particles", dest="plan_particles", type=int, default=None,
+                        help="particles per candidate (ensembles: a multiple of E; 0: one per member)")
+    p_eval.add_argument("--propagation", dest="plan_propagation", default=None, choices=["ts1", "tsinf", "mean"],
+                        help="trajectory sampling across ensemble members")
     p_eval.add_argument("--device", default=None)
 
     p_bench = sub.add_parser("bench", help="benchmarks of a trained prior")
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             keys = ("suite", "control_num_evals", "control_adaptation_episodes", "control_evaluation_episodes",
                     "control_max_episode_steps", "control_adapt_steps", "control_meta_batch_size", "control_online", "planner",
                     "plan_horizon",
-                    "plan_population", "plan_iterations", "device")
+                    "plan_population", "plan_iterations", "plan_particles", "plan_propagation", "device")
             control_run(args.checkpoint, out_csv, **{k: getattr(args, k) for k in keys})
         elif args.command == "bench" and args.bench == "learners":
             from meta_mbrl.experiment import learners_run

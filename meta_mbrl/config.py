@@ -37,6 +37,9 @@ class TrainConfig:
     """Meta-learner: maml, fomaml, metasgd, anil, reptile, cadm, pearl, multitask or finetune."""
     learner_kwargs: str = "{}"
     """More learner arguments as JSON, e.g. '{"kl_weight": 0.1}' for pearl, '{"context_dim": 16}' for cadm."""
+    ensemble: int = 1
+    """Members E of an ensemble of the learner (stacked parameters, vmapped adapt and forward, bootstrap meta-batches);
+    1: a single learner. Control then plans with trajectory sampling across members (plan_particles, plan_propagation)."""
     inner_lr: float = 0.1
     """MAML family (maml, fomaml, metasgd, anil): inner-loop SGD step size. GrBAL used 0.01 on raw targets; on our
     unit-variance targets 0.1 adapted better on ML10-test (benchmarks/bench_maml_variants.py)."""
@@ -94,6 +97,11 @@ class TrainConfig:
     """Candidate action sequences per planning iteration and env."""
     plan_iterations: int = 3
     """Planner iterations per action (CEM / MPPI refinement rounds; ignored by random shooting)."""
+    plan_particles: int = 0
+    """Particles per candidate in imagined rollouts (PETS); 0: one per ensemble member (1 for a single model). With an
+    ensemble, a multiple of ensemble."""
+    plan_propagation: str = "ts1"
+    """How particles move through an ensemble: ts1 (member re-drawn every step), tsinf (fixed per particle), mean."""
     control_num_evals: int = 1
     """Control evaluation rounds (metalearning_evaluation's num_evals), each with fresh test goals."""
     control_adaptation_episodes: int = 1
@@ -149,7 +157,7 @@ def make_config(preset: str = "quick", **overrides) -> TrainConfig:
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}: expected >= 1, got {getattr(cfg, name)}")
     for name in ("tasks_per_class", "mb_tasks_per_class", "control_max_episode_steps", "control_adapt_steps",
-                 "control_meta_batch_size"):
+                 "control_meta_batch_size", "plan_particles"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name}: expected >= 0 (0: the default), got {getattr(cfg, name)}")
     from meta_mbrl.meta import LEARNER_NAMES
@@ -159,6 +167,13 @@ def make_config(preset: str = "quick", **overrides) -> TrainConfig:
     learner_kwargs(cfg)
     if cfg.query_mode not in ("following", "task"):
         raise ValueError(f"query_mode: expected 'following' or 'task', got {cfg.query_mode!r}")
+    if cfg.ensemble < 1:
+        raise ValueError(f"ensemble: expected >= 1 (the number of members; 1: no ensemble), got {cfg.ensemble}")
+    if cfg.plan_propagation not in ("ts1", "tsinf", "mean"):
+        raise ValueError(f"plan_propagation: expected one of ['ts1', 'tsinf', 'mean'], got {cfg.plan_propagation!r}")
+    if cfg.plan_particles and cfg.ensemble > 1 and cfg.plan_propagation != "mean" and cfg.plan_particles % cfg.ensemble:
+        raise ValueError(f"plan_particles: expected a multiple of ensemble ({cfg.ensemble}) for {cfg.plan_propagation}, "
+                         f"got {cfg.plan_particles}")
     if cfg.planner not in ("cem", "mppi", "rs"):
         raise ValueError(f"planner: expected one of ['cem', 'mppi', 'rs'], got {cfg.planner!r}")
     if cfg.inner_lr <= 0 or cfg.outer_lr <= 0:

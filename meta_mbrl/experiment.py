@@ -22,7 +22,7 @@ def build_learner(cfg: TrainConfig, obs_dim: int, act_dim: int):
     from meta_mbrl.config import learner_kwargs
     from meta_mbrl.meta import make_learner
 
-    return make_learner(cfg.learner, obs_dim, act_dim, hidden=cfg.hidden,
+    return make_learner(cfg.learner, obs_dim, act_dim, hidden=cfg.hidden, ensemble=cfg.ensemble,
                         model_kwargs=dict(gaussian=cfg.gaussian, reward_weight=cfg.reward_weight), **learner_kwargs(cfg))
 
 
@@ -48,7 +48,8 @@ def build_agent(cfg: TrainConfig, learner, suite, num_envs: int):
     return MetaMBRLAgent(
         learner, build_planner(cfg, suite), num_envs=num_envs, online=cfg.control_online,
         context_size=cfg.control_context_size, explore_noise=cfg.control_explore_noise,
-        adapt_opts={"steps": cfg.control_adapt_steps} if cfg.control_adapt_steps > 0 else None, seed=cfg.seed,
+        adapt_opts={"steps": cfg.control_adapt_steps} if cfg.control_adapt_steps > 0 else None,
+        particles=cfg.plan_particles or None, propagation=cfg.plan_propagation, seed=cfg.seed,
     )
 
 
@@ -281,6 +282,7 @@ def learners_run(cfg: TrainConfig, names, out_csv: str | os.PathLike, control: b
         seed=cfg.seed, progress=progress, out=out,
     )
     table.insert(1, "suite", suite.name)
+    table.insert(2, "ensemble", cfg.ensemble)
     table["meta_train_env_steps"] = buffer.env_steps
     table["steps"] = cfg.steps
     write_csv(table, out_csv)
@@ -289,5 +291,8 @@ def learners_run(cfg: TrainConfig, names, out_csv: str | os.PathLike, control: b
         out(f"\nLearners on {suite.name}: {cfg.steps} meta-train steps on {buffer.env_steps} env steps of {cfg.policy} data, "
             f"seed {cfg.seed}; few-shot columns are the adapted model on held-out tasks; latency with K=32")
         out(table.drop(columns=["suite", "meta_train_env_steps", "steps"]).to_string(index=False))
+        if cfg.ensemble > 1:
+            out(f"every learner is an ensemble of {cfg.ensemble} members; control plans with {cfg.plan_propagation} "
+                f"trajectory sampling, {cfg.plan_particles or cfg.ensemble} particles")
     out(f"wrote {out_csv}")
     return table

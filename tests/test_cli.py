@@ -103,3 +103,25 @@ def test_model_based_rounds_from_the_cli(tmp_path):
     ckpt = load_checkpoint(run)
     # 40 tasks x 50 steps of colored noise, then one agent round on the same 40 tasks
     assert ckpt["env_steps"] == 2 * 40 * 50 and ckpt["sources"][-1]["policy"] == "mpc-agent/round1"
+
+
+def test_ensemble_from_the_cli_trains_evaluates_and_resumes(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--suite", "point-mass", "--preset", "test", "--learner", "cadm", "--ensemble", "2",
+            "--plan-propagation", "tsinf", "--plan-particles", "4", "--kshot-tasks-per-class", "1", "--run-dir", str(run),
+            "--no-progress"]
+    assert main(args) == 0
+    assert "Control on held-out test tasks" in capsys.readouterr().out
+    from meta_mbrl.meta import Ensemble
+    from meta_mbrl.training import learner_from_checkpoint
+
+    learner = learner_from_checkpoint(run)
+    assert isinstance(learner, Ensemble) and learner.size == 2 and learner.member == "cadm"
+    ctl = tmp_path / "c.csv"
+    assert main(["evaluate", "--checkpoint", str(run), "--out", str(ctl), "--propagation", "ts1", "--particles", "2"]) == 0
+    assert pd.read_csv(ctl).eval_return.notna().all()
+    assert main(["evaluate", "--checkpoint", str(run), "--particles", "3"]) == 2
+    assert "plan_particles: expected a multiple of ensemble (2)" in capsys.readouterr().err
+    assert main(["train", "--suite", "point-mass", "--preset", "test", "--ensemble", "0", "--run-dir",
+                 str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "ensemble: expected >= 1" in capsys.readouterr().err
