@@ -5,6 +5,8 @@ Thin wrapper over ``meta-mbrl bench learners`` that writes ``benchmarks/results/
 
     python benchmarks/bench_learners.py --suite point-mass --preset quick --ks 8 16 24 --eval-length 16 [--learners maml cadm]
     python benchmarks/bench_learners.py --suite ml10 --preset quick --steps 2000
+    python benchmarks/bench_learners.py --suite ml1:reach-v3 --preset quick --tasks-per-class 50 --control-meta-batch-size 10
+    python benchmarks/bench_learners.py --suite point-mass --ensemble 5 [--out-suffix _e5]
 """
 
 from __future__ import annotations
@@ -28,14 +30,20 @@ def main() -> None:
     p.add_argument("--ks", type=int, nargs="+", default=None, help="few-shot context sizes (point-mass: 8 16 24)")
     p.add_argument("--eval-length", type=int, default=None, help="transitions scored after each context")
     p.add_argument("--episodes-per-task", type=int, default=None)
+    p.add_argument("--control-meta-batch-size", type=int, default=None,
+                   help="test sub-envs of the control column (ML1 has one test class: use e.g. 10 goals)")
+    p.add_argument("--ensemble", type=int, default=None, help="make every learner an ensemble of E members")
+    p.add_argument("--out-suffix", default="", help="appended to the CSV name, e.g. _e5")
     p.add_argument("--no-control", action="store_true")
     args = p.parse_args()
     overrides = {k: v for k, v in (("steps", args.steps), ("tasks_per_class", args.tasks_per_class),
                                    ("kshot_ks", tuple(args.ks) if args.ks else None), ("kshot_eval_length", args.eval_length),
-                                   ("episodes_per_task", args.episodes_per_task)) if v is not None}
+                                   ("episodes_per_task", args.episodes_per_task),
+                                   ("control_meta_batch_size", args.control_meta_batch_size),
+                                   ("ensemble", args.ensemble)) if v is not None}
     cfg = make_config(args.preset, suite=args.suite, **overrides)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    learners_run(cfg, args.learners, RESULTS / f"learners_{args.suite.replace(':', '_')}.csv", control=not args.no_control,
+    learners_run(cfg, args.learners, RESULTS / f"learners_{args.suite.replace(':', '_')}{args.out_suffix}.csv", control=not args.no_control,
                  progress=False)
 
 
