@@ -119,16 +119,13 @@ class AdaptedModel:
         return f"AdaptedModel({type(self.model).__name__}, num_tasks={self.num_tasks}{z})"
 
 
-def _stack_pred(out: tuple[torch.Tensor, ...]) -> Prediction:
-    return Prediction(*out) if len(out) == 4 else Prediction(out[0], out[1])
-
-
 class EnsembleAdaptedModel:
     """``E`` adapted models (an ensemble's members) with stacked parameters and a vmapped forward pass.
 
     Produced by :meth:`meta_mbrl.meta.Ensemble.adapt` / ``prior``. Every parameter (and the task
     vector, if any) carries a leading member dim ``E`` in front of what one member's
-    :class:`AdaptedModel` holds; one ``torch.func.vmap`` over that dim runs all members in one call.
+    :class:`AdaptedModel` holds; the network runs all members in one forward pass on the stacked
+    parameters (batched matmuls over the member dim).
 
     ``predict`` is a plain DynamicsModel prediction: the members' mean, with the spread across
     members (law of total variance: mean of the members' variances, for Gaussian members, plus the
@@ -170,6 +167,7 @@ class EnsembleAdaptedModel:
             raise ValueError(f"task_vector: expected a leading member dim of {self.ensemble_size}, got shape {tuple(task_vector.shape)}")
         self.model, self.params, self.num_tasks, self.task_vector = model, params, num_tasks, task_vector
         self._first = self.member(0)  # validates one member's shapes, and checks inputs for ``predict``
+        self._cache = None
         self.dtype, self.device = ref.dtype, ref.device
         self.params_batched = self._first.params_batched
 
@@ -203,17 +201,48 @@ class EnsembleAdaptedModel:
         self.check_inputs(obs, act, per_member)
         return self.predict_members_unchecked(obs, act, per_member)
 
+    def _layout(self) -> tuple[str, dict[str, torch.Tensor], torch.Tensor | None]:
+        """How the stacked members map onto the network's task-batched forward (computed once).
+
+        ``"flat"``: task-batched members ``(E, T, ...)`` fold into ``E * T`` parameter sets, inputs
+        ``(E, T, ...)`` into ``(E * T, ...)``. ``"member"``: one parameter set per member, ``E`` is the
+        network's task dim and a task vector ``(E, [T,] Z)`` is a prefix of the inputs' batch dims.
+        """
+        if self._cache is None:
+            params, z = self.params, self.task_vector
+            if self.params_batched and all(v.stride(1) == 0 for v in params.values()):
+                params = {k: v[:, 0] for k, v in params.items()}  # an expanded prior: one set per member
+                mode = "member"
+            elif self.params_batched:
+                e, t = self.ensemble_size, self.num_tasks
+                params = {k: v.reshape(e * t, *v.shape[2:]) for k, v in params.items()}
+                z = None if z is None else z.reshape(e * t, *z.shape[2:])
+                mode = "flat"
+            else:
+                mode = "member"
+            # weights (S, out, in) stored column-major (an (S, in, out) buffer, transposed back): the network's
+            # batched matmul ``h @ w.transpose(1, 2)`` then reads a contiguous operand (~1.3x faster on CPU)
+            params = {k: v.transpose(-1, -2).contiguous().transpose(-1, -2) if v.dim() == 3 else v for k, v in params.items()}
+            self._cache = (mode, params, z)
+        return self._cache
+
     def predict_members_unchecked(self, obs: torch.Tensor, act: torch.Tensor, per_member: bool = False) -> Prediction:
-        """:meth:`predict_members` without input validation (planner rollouts)."""
-        model, z_dim = self.model, None if self.task_vector is None else 0
-        x_dim = 0 if per_member else None
+        """:meth:`predict_members` without input validation (planner rollouts).
 
-        def one(params, z, o, a):
-            p = model.predict_params(params, o, a) if z is None else model.predict_params(params, o, a, z=z)
-            return tuple(t for t in p if t is not None)
-
-        out = torch.func.vmap(one, in_dims=(0, z_dim, x_dim, x_dim))(self.params, self.task_vector, obs, act)
-        return _stack_pred(out)
+        All members run in one forward pass of the network on stacked parameters (batched matmuls
+        over the member dim, as ``torch.func.vmap`` would lower it, without vmap's per-op dispatch).
+        """
+        e = self.ensemble_size
+        if not per_member:
+            obs, act = obs.expand(e, *obs.shape), act.expand(e, *act.shape)
+        mode, params, z = self._layout()
+        if mode == "flat":
+            lead = obs.shape[:-1]
+            obs, act = obs.reshape(-1, *obs.shape[2:]), act.reshape(-1, *act.shape[2:])
+        out = self.model.predict_params(params, obs, act) if z is None else self.model.predict_params(params, obs, act, z=z)
+        if mode == "flat":
+            out = Prediction(*(None if x is None else x.reshape(*lead, *x.shape[len(lead) - 1:]) for x in out))
+        return out
 
     def predict(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
         """The members' mean prediction and their spread (see the class docstring); validates the inputs."""

@@ -33,8 +33,10 @@ def opts(name):
 
 @pytest.mark.parametrize("name", LEARNER_NAMES)
 @pytest.mark.parametrize("tasks", [None, 4])
-def test_ensemble_prediction_equals_members_stacked_predictions(name, tasks):
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_ensemble_prediction_equals_members_stacked_predictions(name, tasks, mode):
     ens = tiny_ensemble(name)
+    ens.adapt_mode = mode
     assert isinstance(ens, Ensemble) and len(ens.members) == E
     ctx = random_transitions(16, seed=3) if tasks is None else random_transitions(tasks, 16, seed=3)
     adapted = ens.adapt(ctx, **opts(name))

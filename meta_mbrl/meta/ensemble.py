@@ -1,12 +1,12 @@
-"""Ensembles of any learner: E members with stacked parameters, adapted in one vmapped call.
+"""Ensembles of any learner: E members with stacked parameters, adapted in one call, one forward pass.
 
 An :class:`Ensemble` holds ``E`` independently initialised members of one learner kind (each a
 full :class:`~meta_mbrl.protocols.MetaLearner`: MAML, CaDM, ...). Their state stays in ordinary
 sub-modules (checkpoints, ``.to(device)`` and optimizers work unchanged); for ``adapt`` / ``prior``
-the members' parameters and buffers are stacked with ``torch.func.stack_module_state`` and the
-member's own ``adapt`` runs once under ``torch.func.vmap`` over the member dim, so every member
-adapts in one call, and the result is an :class:`~meta_mbrl.adaptation.EnsembleAdaptedModel`
-whose forward pass is vmapped too. Planners roll it out with trajectory sampling across members
+every member adapts in one call -- under one ``torch.func.vmap`` over the members' state stacked
+by ``torch.func.stack_module_state``, or member by member where that measured faster (CPU) -- and
+the result is an :class:`~meta_mbrl.adaptation.EnsembleAdaptedModel` with stacked parameters whose
+forward pass runs all members at once. Planners roll it out with trajectory sampling across members
 (PETS's TS-1 / TS-inf: ``particles`` and ``propagation`` of :func:`meta_mbrl.planning.imagine`).
 
 Meta-training sums nothing across members: ``meta_loss`` is the mean of the members' own losses,
@@ -58,9 +58,13 @@ class Ensemble(nn.Module):
         size: the number of members ``E`` (>= 1).
         bootstrap: train each member on its own resample (with replacement) of the meta-batch's tasks.
         member_kwargs: the members' own learner arguments (``inner_lr``, ``context_dim`` is the model's).
+        adapt_mode: how ``adapt`` runs the members: ``"vmap"`` (one ``torch.func.vmap`` over stacked
+            state), ``"loop"`` (each member's ``adapt``, results stacked), or ``"auto"``: loop on CPU,
+            where it measured faster (``benchmarks/bench_ensemble.py``: vmap's per-op dispatch costs
+            more than it saves at these sizes), vmap elsewhere. ``FineTune`` (Adam, no batching rules)
+            always loops. Either way the result is the same stacked model.
 
-    ``adapt(context, **opts)`` passes ``opts`` to every member's ``adapt``; it runs the members under
-    one ``vmap`` (``FineTune``, whose Adam has no batching rules, loops over members instead).
+    ``adapt(context, **opts)`` passes ``opts`` to every member's ``adapt``.
 
     Example:
         >>> import torch
@@ -74,7 +78,7 @@ class Ensemble(nn.Module):
     """
 
     def __init__(self, model: nn.Module, member: str = "maml", size: int = 5, bootstrap: bool = True,
-                 member_kwargs: dict | None = None):
+                 member_kwargs: dict | None = None, adapt_mode: str = "auto"):
         super().__init__()
         from meta_mbrl.meta.registry import LEARNER_CLASSES, build_learner
 
@@ -88,7 +92,9 @@ class Ensemble(nn.Module):
             build_learner(member, model if i == 0 else _fresh_copy(model), **kwargs) for i in range(self.size)
         )
         self.member_kwargs = self.members[0].init_kwargs() if hasattr(self.members[0], "init_kwargs") else kwargs
-        self._vmap_adapt = member != "finetune"
+        if adapt_mode not in ("auto", "vmap", "loop"):
+            raise ValueError(f"adapt_mode: expected one of auto|vmap|loop, got {adapt_mode!r}")
+        self.adapt_mode = adapt_mode
 
     @property
     def model(self) -> nn.Module:
@@ -97,7 +103,8 @@ class Ensemble(nn.Module):
 
     def init_kwargs(self) -> dict:
         """Constructor arguments (without the model), JSON-serializable."""
-        return dict(member=self.member, size=self.size, bootstrap=self.bootstrap, member_kwargs=self.member_kwargs)
+        return dict(member=self.member, size=self.size, bootstrap=self.bootstrap, member_kwargs=self.member_kwargs,
+                    adapt_mode=self.adapt_mode)
 
     @torch.no_grad()
     def fit_normalizers(self, tr: Transitions) -> None:
@@ -128,7 +135,10 @@ class Ensemble(nn.Module):
 
     # ------------------------------------------------------------------ adaptation
     def _stacked(self, num_tasks: int | None, method: str, *args, **kwargs) -> EnsembleAdaptedModel:
-        if not self._vmap_adapt:
+        mode = self.adapt_mode
+        if mode == "auto":
+            mode = "loop" if next(self.parameters()).device.type == "cpu" else "vmap"
+        if mode == "loop" or self.member == "finetune":
             outs = [getattr(m, method)(*args, **kwargs) for m in self.members]
             params = {k: torch.stack([o.params[k] for o in outs]) for k in outs[0].params}
             z = None if outs[0].task_vector is None else torch.stack([o.task_vector for o in outs])
@@ -165,5 +175,5 @@ class Ensemble(nn.Module):
         return self._stacked(num_tasks, "adapt", context, **opts)
 
     def extra_repr(self) -> str:
-        return f"member={self.member!r}, size={self.size}, bootstrap={self.bootstrap}"
+        return f"member={self.member!r}, size={self.size}, bootstrap={self.bootstrap}, adapt_mode={self.adapt_mode!r}"
 

@@ -164,7 +164,10 @@ def _rollout(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, m
     if max_rows is None and obs.device.type != "cpu":
         chunk = n
     else:
-        chunk = max(1, (max_rows or CPU_MAX_ROWS) // ((obs.shape[0] if obs.dim() == 2 else 1) * particles))
+        # rows of one model call per candidate: its particles, or every member of an ensemble's mean
+        e = _ensemble_size(model)
+        per_candidate = particles * (e if e is not None and propagation == "mean" else 1)
+        chunk = max(1, (max_rows or CPU_MAX_ROWS) // ((obs.shape[0] if obs.dim() == 2 else 1) * per_candidate))
 
     def run(acts: torch.Tensor) -> torch.Tensor:
         if particles == 1 and (propagation == "mean" or _ensemble_size(model) is None):
@@ -216,9 +219,9 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
         obs: start observation(s), on the model's device and dtype.
         actions: candidate sequences, same dtype and device as ``obs``.
         discount: per-step discount in ``[0, 1]``.
-        max_rows: cap on ``B * n * particles`` rows per model call; the ``N`` candidates are rolled out in
-            chunks of ``max(1, max_rows // (B * particles))`` (same returns, better cache use). ``None``:
-            :data:`CPU_MAX_ROWS` on CPU, no chunking on other devices.
+        max_rows: cap on the rows of one model call, ``B * n * particles`` (``B * n * E`` for an ensemble's
+            ``"mean"``); the ``N`` candidates are rolled out in chunks of ``n`` (same returns, better cache
+            use). ``None``: :data:`CPU_MAX_ROWS` on CPU, no chunking on other devices.
         particles: particles per candidate ``P`` (a multiple of ``E`` for an ensemble under TS); ``None``:
             ``E`` for an ensemble (one particle per member), else 1.
         propagation: one of :data:`PROPAGATIONS` (used by ensembles).
