@@ -10,7 +10,43 @@ from meta_mbrl.types import Prediction
 __all__ = ["AdaptedModel", "EnsembleAdaptedModel"]
 
 
-class AdaptedModel:
+class _TaskBatched:
+    """What every adapted model shares: dims from the network, ``len``, indexing a task out of a batch."""
+
+    model: object
+    params: dict
+    num_tasks: int | None
+    task_vector: torch.Tensor | None
+    params_batched: bool
+    _task_dim = 0  # where the task dim sits in batched parameters and the task vector
+
+    @property
+    def obs_dim(self) -> int:
+        return self.model.obs_dim
+
+    @property
+    def act_dim(self) -> int:
+        return self.model.act_dim
+
+    def __getitem__(self, i: int):
+        """The model of task ``i`` of a batch (for an ensemble: every member's task ``i``)."""
+        if self.num_tasks is None:
+            raise ValueError(f"index: this {type(self).__name__} holds a single task, not a batch")
+        idx = (slice(None),) * self._task_dim + (i,)
+        params = {k: v[idx] for k, v in self.params.items()} if self.params_batched else self.params
+        z = None if self.task_vector is None else self.task_vector[idx]
+        return type(self)(self.model, params, task_vector=z)
+
+    def __len__(self) -> int:
+        return 1 if self.num_tasks is None else self.num_tasks
+
+    def __repr__(self) -> str:
+        z = "" if self.task_vector is None else f", task_vector={tuple(self.task_vector.shape)}"
+        members = f", members={self.ensemble_size}" if self._task_dim else ""
+        return f"{type(self).__name__}({type(self.model).__name__}{members}, num_tasks={self.num_tasks}{z})"
+
+
+class AdaptedModel(_TaskBatched):
     """A DynamicsModel for one task, or a batch of ``T`` tasks, produced by ``learner.adapt``.
 
     It holds a reference to the prior network (never modified), its own parameter dict and, for
@@ -75,14 +111,6 @@ class AdaptedModel:
         k, v = next(iter(params.items()))
         return k in own and v.dim() == own[k].dim() + 1
 
-    @property
-    def obs_dim(self) -> int:
-        return self.model.obs_dim
-
-    @property
-    def act_dim(self) -> int:
-        return self.model.act_dim
-
     def predict(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
         """Predicts next observation and reward (see Shapes); raises ValueError on bad input."""
         self.check_inputs(obs, act)
@@ -103,23 +131,8 @@ class AdaptedModel:
             return self.model.predict_params(self.params, obs, act)
         return self.model.predict_params(self.params, obs, act, z=self.task_vector)
 
-    def __getitem__(self, i: int) -> AdaptedModel:
-        """The adapted model of task ``i`` of a batch."""
-        if self.num_tasks is None:
-            raise ValueError("index: this AdaptedModel holds a single task, not a batch")
-        params = {k: v[i] for k, v in self.params.items()} if self.params_batched else self.params
-        z = None if self.task_vector is None else self.task_vector[i]
-        return AdaptedModel(self.model, params, task_vector=z)
 
-    def __len__(self) -> int:
-        return 1 if self.num_tasks is None else self.num_tasks
-
-    def __repr__(self) -> str:
-        z = "" if self.task_vector is None else f", task_vector={tuple(self.task_vector.shape)}"
-        return f"AdaptedModel({type(self.model).__name__}, num_tasks={self.num_tasks}{z})"
-
-
-class EnsembleAdaptedModel:
+class EnsembleAdaptedModel(_TaskBatched):
     """``E`` adapted models (an ensemble's members) with stacked parameters and a vmapped forward pass.
 
     Produced by :meth:`meta_mbrl.meta.Ensemble.adapt` / ``prior``. Every parameter (and the task
@@ -156,6 +169,8 @@ class EnsembleAdaptedModel:
         torch.Size([5])
     """
 
+    _task_dim = 1
+
     def __init__(self, model, params: dict[str, torch.Tensor], num_tasks: int | None = None,
                  task_vector: torch.Tensor | None = None):
         ref = next(iter(params.values()))
@@ -170,14 +185,6 @@ class EnsembleAdaptedModel:
         self._cache = None
         self.dtype, self.device = ref.dtype, ref.device
         self.params_batched = self._first.params_batched
-
-    @property
-    def obs_dim(self) -> int:
-        return self.model.obs_dim
-
-    @property
-    def act_dim(self) -> int:
-        return self.model.act_dim
 
     def member(self, e: int) -> AdaptedModel:
         """Member ``e`` as a plain :class:`AdaptedModel` (views, no copy)."""
@@ -257,18 +264,3 @@ class EnsembleAdaptedModel:
             var_o = var_o + p.next_obs_std.square().mean(0)
             var_r = var_r + p.reward_std.square().mean(0)
         return Prediction(p.next_obs.mean(0), p.reward.mean(0), var_o.sqrt(), var_r.sqrt())
-
-    def __getitem__(self, i: int) -> EnsembleAdaptedModel:
-        """The ensemble adapted to task ``i`` of a batch (every member's task ``i``)."""
-        if self.num_tasks is None:
-            raise ValueError("index: this EnsembleAdaptedModel holds a single task, not a batch")
-        params = {k: v[:, i] for k, v in self.params.items()} if self.params_batched else self.params
-        z = None if self.task_vector is None else self.task_vector[:, i]
-        return EnsembleAdaptedModel(self.model, params, task_vector=z)
-
-    def __len__(self) -> int:
-        return 1 if self.num_tasks is None else self.num_tasks
-
-    def __repr__(self) -> str:
-        z = "" if self.task_vector is None else f", task_vector={tuple(self.task_vector.shape)}"
-        return f"EnsembleAdaptedModel({type(self.model).__name__}, members={self.ensemble_size}, num_tasks={self.num_tasks}{z})"

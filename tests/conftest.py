@@ -8,6 +8,15 @@ from meta_mbrl import DynamicsMLP, Transitions
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: extra threads only add synchronization (and contend with other jobs)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def pm_suite():
     return task_suites.make("point-mass", seed=0)

@@ -13,12 +13,7 @@ from meta_mbrl.training import learner_from_checkpoint, save_checkpoint
 E = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_ensemble(name, size=E, seed=0, **kw):

@@ -16,13 +16,7 @@ NAMES = list(LEARNER_NAMES)
 CONTEXT_K = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: extra threads only add synchronization (and contend with other jobs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_learner(name, seed=0, **kw):
