@@ -38,7 +38,7 @@ class TrainConfig:
     learner_kwargs: str = "{}"
     """More learner arguments as JSON, e.g. '{"kl_weight": 0.1}' for pearl, '{"context_dim": 16}' for cadm."""
     ensemble: int = 1
-    """Members E of an ensemble of the learner (stacked parameters, vmapped adapt and forward, bootstrap meta-batches);
+    """Members E of an ensemble of the learner (stacked parameters, one adapt call, one forward pass);
     1: a single learner. Control then plans with trajectory sampling across members (plan_particles, plan_propagation)."""
     inner_lr: float = 0.1
     """MAML family (maml, fomaml, metasgd, anil): inner-loop SGD step size. GrBAL used 0.01 on raw targets; on our

@@ -64,8 +64,10 @@ def test_ensemble_prior_and_batch_indexing(name):
     torch.testing.assert_close(adapted.member(1).predict(obs, act).reward, adapted.predict_members(obs, act).reward[1])
 
 
-def test_ensemble_adapt_never_mutates_members_and_meta_loss_reaches_every_member():
+@pytest.mark.parametrize("bootstrap", [False, True])
+def test_ensemble_adapt_never_mutates_members_and_meta_loss_reaches_every_member(bootstrap):
     ens = tiny_ensemble("maml")
+    ens.bootstrap = bootstrap
     before = {k: v.clone() for k, v in ens.state_dict().items()}
     ens.adapt(random_transitions(3, 16, seed=4))
     assert all(torch.equal(v, before[k]) for k, v in ens.state_dict().items())

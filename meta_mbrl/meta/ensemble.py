@@ -9,9 +9,12 @@ the result is an :class:`~meta_mbrl.adaptation.EnsembleAdaptedModel` with stacke
 forward pass runs all members at once. Planners roll it out with trajectory sampling across members
 (PETS's TS-1 / TS-inf: ``particles`` and ``propagation`` of :func:`meta_mbrl.planning.imagine`).
 
-Meta-training sums nothing across members: ``meta_loss`` is the mean of the members' own losses,
-each on its own bootstrap resample of the meta-batch's tasks (PETS's bootstrap, at the task level),
-so the members stay independent models that see different data and start from different weights.
+Meta-training couples nothing across members: ``meta_loss`` is the mean of the members' own losses,
+so the members stay independent models that start from different weights. With ``bootstrap=True``
+each member sees its own resample (with replacement) of the meta-batch's tasks (PETS's bootstrap, at
+the task level); it is off by default because it measured worse: on ML1 reach-v3 (quick preset, CaDM)
+both members of a bootstrap-free 2-ensemble solved all 10 test goals, one of two bootstrapped members
+solved none.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class Ensemble(nn.Module):
             normalizers, re-initialised weights).
         member: the members' learner name (``maml``, ``cadm``, ...; see ``meta_mbrl.meta.LEARNER_NAMES``).
         size: the number of members ``E`` (>= 1).
-        bootstrap: train each member on its own resample (with replacement) of the meta-batch's tasks.
+        bootstrap: train each member on its own resample (with replacement) of the meta-batch's tasks
+            (off by default, see the module docstring).
         member_kwargs: the members' own learner arguments (``inner_lr``, ``context_dim`` is the model's).
         adapt_mode: how ``adapt`` runs the members: ``"vmap"`` (one ``torch.func.vmap`` over stacked
             state), ``"loop"`` (each member's ``adapt``, results stacked), or ``"auto"``: loop on CPU,
@@ -77,7 +81,7 @@ class Ensemble(nn.Module):
         (4, torch.Size([4, 2, 3]))
     """
 
-    def __init__(self, model: nn.Module, member: str = "maml", size: int = 5, bootstrap: bool = True,
+    def __init__(self, model: nn.Module, member: str = "maml", size: int = 5, bootstrap: bool = False,
                  member_kwargs: dict | None = None, adapt_mode: str = "auto"):
         super().__init__()
         from meta_mbrl.meta.registry import LEARNER_CLASSES, build_learner
@@ -114,7 +118,7 @@ class Ensemble(nn.Module):
 
     # ------------------------------------------------------------------ meta-training
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean of the members' meta-losses, each on its own bootstrap resample of the batch's tasks.
+        """Mean of the members' meta-losses (each on its own resample of the batch's tasks with ``bootstrap``).
 
         Returns:
             ``(loss, info)``; info holds the members' mean of every info key of one member.
