@@ -58,9 +58,10 @@ def main() -> None:
             for what, model in scored:
                 t = time.perf_counter()
                 df, info, _ = evaluate_control(cfg, model, suite)
+                ret = info.get("mean_return", float(df["eval_return"].mean()) if "eval_return" in df else float("nan"))
                 rows.append({"suite": suite.name, "learner": args.learner, "ensemble": args.ensemble, "bootstrap": bootstrap,
                              "seed": seed, "scored": what, "success": info.get("mean_success_rate", float("nan")),
-                             "mean_return": info.get("mean_return", float(df["eval_return"].mean()) if "eval_return" in df else float("nan")), "seconds": time.perf_counter() - t})
+                             "mean_return": ret, "seconds": time.perf_counter() - t})
                 print(rows[-1], flush=True)
     tag = f"{args.suite.replace(':', '_')}_{args.learner}" + (f"_e{args.ensemble}" if args.ensemble > 1 else "")
     report(pd.DataFrame(rows), f"control_seeds_{tag}",

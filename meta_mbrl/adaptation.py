@@ -163,7 +163,8 @@ class EnsembleAdaptedModel(_TaskBatched):
         >>> m = DynamicsMLP(3, 1, hidden=(16,))
         >>> stacked = {k: torch.stack([v.detach(), v.detach() + 0.1]) for k, v in m.named_parameters()}
         >>> ens = EnsembleAdaptedModel(m, stacked)
-        >>> ens.predict_members(torch.zeros(5, 3), torch.zeros(5, 1)).reward.shape, ens.predict(torch.zeros(5, 3), torch.zeros(5, 1)).reward.shape
+        >>> obs, act = torch.zeros(5, 3), torch.zeros(5, 1)
+        >>> ens.predict_members(obs, act).reward.shape, ens.predict(obs, act).reward.shape
         (torch.Size([2, 5]), torch.Size([5]))
         >>> ens.member(1).predict(torch.zeros(5, 3), torch.zeros(5, 1)).reward.shape
         torch.Size([5])

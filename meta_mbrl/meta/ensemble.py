@@ -20,6 +20,7 @@ solved none.
 from __future__ import annotations
 
 import copy
+
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
