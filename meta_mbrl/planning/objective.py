@@ -77,7 +77,8 @@ def _ts_predict(model, o: torch.Tensor, a: torch.Tensor, e: int, check: bool):
     """One step of trajectory sampling: particle ``p`` of ``o (*L, P, O)`` goes to member ``p % E``.
 
     The particles are regrouped member-major, ``(E, *L[:-1], L[-1] * P / E, ·)``, so each member
-    predicts only its own particles in one vmapped call (the task dim ``B`` stays first after ``E``).
+    predicts only its own particles, all members in one stacked call (the task dim ``B`` stays first
+    after ``E``).
     """
     lead, p = o.shape[:-2], o.shape[-2]
 
@@ -86,7 +87,7 @@ def _ts_predict(model, o: torch.Tensor, a: torch.Tensor, e: int, check: bool):
         return x.reshape(e, *lead[:-1], lead[-1] * (p // e), x.shape[-1])
 
     def merge(x: torch.Tensor) -> torch.Tensor:
-        tail = x.shape[len(lead) + 1:] if x.dim() > len(lead) + 1 else ()
+        tail = x.shape[len(lead) + 1:]
         x = x.reshape(e, *lead, p // e, *tail).movedim(0, len(lead) + 1)
         return x.reshape(*lead, p, *tail)
 
@@ -104,7 +105,7 @@ def _flat_predict(model, o: torch.Tensor, a: torch.Tensor, check: bool):
     if pred.reward.shape != (*lead[:-1], lead[-1] * p) or pred.next_obs.shape[:-1] != pred.reward.shape:
         raise ValueError(f"model: expected predict to return next_obs {(*lead[:-1], lead[-1] * p, o.shape[-1])} and reward "
                          f"{(*lead[:-1], lead[-1] * p)}, got {tuple(pred.next_obs.shape)} and {tuple(pred.reward.shape)}")
-    return type(pred)(*(None if t is None else t.reshape(*lead, p, *t.shape[len(lead) - 1 + 1:]) for t in pred))
+    return type(pred)(*(None if t is None else t.reshape(*lead, p, *t.shape[len(lead):]) for t in pred))
 
 
 def _rollout_particles(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, particles: int,
@@ -207,8 +208,8 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
     ``predict_members``, e.g. :class:`~meta_mbrl.adaptation.EnsembleAdaptedModel`) particle ``p`` is
     propagated by member ``p % E`` (``"tsinf"``), or by a member re-drawn at every step (``"ts1"``: a
     random permutation of each candidate's particles per step, so every member still takes ``P / E``
-    of them in one vmapped call); ``"mean"`` uses the members' mean. With more than one particle,
-    Gaussian predictions are sampled (``generator``).
+    of them in one stacked call); ``"mean"`` uses the members' mean. With more than one particle,
+    Gaussian predictions are sampled (``generator``), and so is ``"mean"`` from the members' spread.
 
     In the batched case the model is always called with inputs ``(B, N, ·)`` (never flattened to
     ``B * N``), so a task-batched :class:`~meta_mbrl.adaptation.AdaptedModel` with ``num_tasks=B``
