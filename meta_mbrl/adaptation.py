@@ -133,7 +133,7 @@ class AdaptedModel(_TaskBatched):
 
 
 class EnsembleAdaptedModel(_TaskBatched):
-    """``E`` adapted models (an ensemble's members) with stacked parameters and a vmapped forward pass.
+    """``E`` adapted models (an ensemble's members) with stacked parameters, all run in one forward pass.
 
     Produced by :meth:`meta_mbrl.meta.Ensemble.adapt` / ``prior``. Every parameter (and the task
     vector, if any) carries a leading member dim ``E`` in front of what one member's
