@@ -23,6 +23,7 @@ import argparse
 import statistics
 import time
 
+import pandas as pd
 import torch
 from _common import report
 
@@ -109,7 +110,7 @@ def main() -> None:
                          "single_ms": res["single"] * 1e3, "ensemble_vmap_ms": res[prop] * 1e3,
                          "ensemble_loop_ms": float("nan"), "loop / vmap": float("nan"),
                          "vmap / single": res[prop] / res["single"]})
-    report(__import__("pandas").DataFrame(rows), f"ensemble_{args.threads}thread",
+    report(pd.DataFrame(rows), f"ensemble_{args.threads}thread",
            f"Ensemble (E={e}) vs single learner and vs a loop over members, median of {args.rounds} interleaved rounds")
 
 
