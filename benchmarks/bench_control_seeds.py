@@ -11,6 +11,7 @@ on and off, which is how the ensembles' default (no task-level bootstrap) was ch
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import pandas as pd
@@ -20,7 +21,7 @@ from _common import report
 import task_suites
 from meta_mbrl.config import make_config
 from meta_mbrl.data import collect
-from meta_mbrl.experiment import build_learner, evaluate_control, select_tasks
+from meta_mbrl.runs import build_learner, evaluate_control, select_tasks
 from meta_mbrl.training import meta_train
 
 
@@ -39,18 +40,18 @@ def main() -> None:
     cfg = make_config("quick", suite=args.suite, learner=args.learner, ensemble=args.ensemble,
                       tasks_per_class=args.tasks_per_class, control_meta_batch_size=args.control_meta_batch_size,
                       **({"steps": args.steps} if args.steps else {}))
-    suite = task_suites.make(cfg.suite, seed=cfg.seed)
-    buf = collect(suite, select_tasks(suite.train_tasks, cfg.tasks_per_class), cfg.policy,
-                  episodes_per_task=cfg.episodes_per_task, seed=cfg.seed, progress=False)
+    suite = task_suites.make(cfg.data.suite, seed=cfg.seed)
+    buf = collect(suite, select_tasks(suite.train_tasks, cfg.data.tasks_per_class), cfg.data.policy,
+                  episodes_per_task=cfg.data.episodes_per_task, seed=cfg.seed, progress=False)
     rows = []
     for seed in args.seeds:
         for bootstrap in ((False, True) if args.ensemble > 1 else (False,)):
-            torch.manual_seed(seed)
-            learner = build_learner(cfg, suite.obs_dim, suite.act_dim)
+            learner = build_learner(dataclasses.replace(cfg, seed=seed), suite.obs_dim, suite.act_dim)
             if args.ensemble > 1:
                 learner.bootstrap = bootstrap
-            meta_train(learner, buf, steps=cfg.steps, tasks_per_batch=cfg.tasks_per_batch, support=cfg.support,
-                       query=cfg.query, lr=cfg.outer_lr, seed=seed, progress=False, query_mode=cfg.query_mode)
+            t = cfg.train
+            meta_train(learner, buf, steps=t.steps, tasks_per_batch=t.tasks_per_batch, support=t.support,
+                       query=t.query, lr=t.outer_lr, seed=seed, progress=False, query_mode=t.query_mode)
             learner.eval()
             scored = [("ensemble" if args.ensemble > 1 else "single", learner)]
             if args.ensemble > 1:
@@ -65,8 +66,8 @@ def main() -> None:
                 print(rows[-1], flush=True)
     tag = f"{args.suite.replace(':', '_')}_{args.learner}" + (f"_e{args.ensemble}" if args.ensemble > 1 else "")
     report(pd.DataFrame(rows), f"control_seeds_{tag}",
-           f"Control success by training seed ({cfg.steps} steps, {buf.env_steps} env steps of {cfg.policy} data, "
-           f"{cfg.control_meta_batch_size} test goals, CEM {cfg.plan_population}x{cfg.plan_horizon}x{cfg.plan_iterations})")
+           f"Control success by training seed ({cfg.train.steps} steps, {buf.env_steps} env steps of {cfg.data.policy} data, "
+           f"{cfg.control.meta_batch_size} test goals, CEM {cfg.planner.population}x{cfg.planner.horizon}x{cfg.planner.iterations})")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from _common import report
 import task_suites
 from meta_mbrl import MAML, DynamicsMLP, TaskBuffer, meta_train
 from meta_mbrl.evaluation import kshot_benchmark
-from meta_mbrl.experiment import select_tasks
+from meta_mbrl.runs import select_tasks
 
 VARIANTS = {
     "maml lr=0.01 (GrBAL)": dict(inner_lr=0.01),

@@ -8,33 +8,76 @@ import pandas as pd
 import pytest
 
 from meta_mbrl.cli import main
-from meta_mbrl.config import TrainConfig, field_docs, make_config
+from meta_mbrl.config import SECTIONS, RunConfig, config_paths, field_docs, make_config
+from meta_mbrl.config.cli_args import flag_of
 
 KSHOT_COLUMNS = {"task", "method", "k", "dyn_mse", "reward_mse", "dyn_mse_h10"}
 
 
-def test_every_config_field_has_a_docstring_and_a_flag():
-    docs = field_docs(TrainConfig)
-    assert set(docs) == set(TrainConfig.__dataclass_fields__)
+def test_every_config_field_has_a_docstring_and_a_flag_in_its_section():
     help_text = subprocess.run([sys.executable, "-m", "meta_mbrl.cli", "train", "--help"], capture_output=True,
                                text=True, check=True).stdout
-    for name in docs:
-        assert "--" + name.replace("_", "-") in help_text
+    for path, f in config_paths().items():
+        owner = RunConfig
+        for part in path.split(".")[:-1]:
+            owner = owner.__dataclass_fields__[part].type
+        assert field_docs(owner).get(f.name), f"{path} has no docstring"
+        assert flag_of(path) in help_text, path
+    for name in SECTIONS:
+        assert f"\n{name}:\n" in help_text  # one argument group per section
+    assert "--learner {maml,fomaml,metasgd,anil,reptile,cadm,pearl,multitask,finetune}" in help_text
+
+
+def test_help_shows_the_chosen_presets_defaults_and_version():
+    run = lambda *a: subprocess.run([sys.executable, "-m", "meta_mbrl.cli", *a], capture_output=True, text=True,  # noqa: E731
+                                    check=True).stdout
+    quick, full = run("train", "--help"), run("train", "--preset", "full", "--help")
+    pick = lambda text: " ".join(text.split("--steps STEPS")[1].split("--tasks-per-batch")[0].split())  # noqa: E731
+    assert "(default: 2000)" in pick(quick) and "(default: 20000)" in pick(full)
+    assert run("--version").startswith("meta-mbrl ")
 
 
 def test_make_config_rejects_bad_values():
     with pytest.raises(ValueError, match="preset: expected one of"):
         make_config("huge")
-    with pytest.raises(ValueError, match="steps: expected >= 1, got 0"):
+    with pytest.raises(ValueError, match="train.steps: expected an int >= 1, got 0"):
         make_config("quick", steps=0)
     with pytest.raises(ValueError, match=r"overrides: unknown config fields \['stepz'\]"):
         make_config("quick", stepz=3)
+    with pytest.raises(ValueError, match="model.hidden: expected a tuple of ints >= 1"):
+        make_config("quick", hidden=(0,))
+    with pytest.raises(ValueError, match="learner.maml.inner_lr: expected a finite number > 0"):
+        make_config("quick", inner_lr=float("nan"))
+    with pytest.raises(ValueError, match="train.steps: expected an int >= 1, got 1.5"):
+        make_config("quick", steps=1.5)
+    with pytest.raises(ValueError, match="learner.cadm.encoder_activation: expected one of"):
+        make_config("quick", {"learner.cadm.encoder_activation": "gelu"})
+
+
+def test_learner_sections_reach_the_learner(tmp_path):
+    from meta_mbrl.config import learner_kwargs
+    from meta_mbrl.runs import build_learner
+
+    cfg = make_config("test", {"learner.name": "pearl", "learner.pearl.kl_weight": 0.5, "learner.pearl.context_dim": 3})
+    learner = build_learner(cfg, 4, 2)
+    assert learner.kl_weight == 0.5 and learner.model.context_dim == 3
+    assert "first_order" not in learner_kwargs(make_config("test", learner="fomaml"))
+    assert build_learner(make_config("test", learner="fomaml"), 4, 2).first_order
+
+
+def test_bad_device_fails_before_any_work(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--suite", "point-mass", "--preset", "test", "--device", "cuda", "--run-dir", str(run),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("meta-mbrl: error: device:") and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (run / "train_buffer.npz").exists()
 
 
 def test_train_then_bench_kshot_on_point_mass(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--suite", "point-mass", "--preset", "test", "--tasks-per-class", "0", "--oracle-steps", "300",
-            "--oracle-transitions", "2000", "--run-dir", str(run), "--no-progress"]
+    args = ["train", "--suite", "point-mass", "--preset", "test", "--tasks-per-class", "0", "--kshot-oracle-steps", "300",
+            "--kshot-oracle-transitions", "2000", "--run-dir", str(run), "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "Few-shot model benchmark" in out and "gap closed" in out
@@ -46,25 +89,39 @@ def test_train_then_bench_kshot_on_point_mass(tmp_path, capsys):
     df = pd.read_csv(run / "kshot.csv")
     assert KSHOT_COLUMNS <= set(df.columns) and set(df.method) == {"prior", "adapted", "scratch", "oracle"}
     assert set(df.k) == {8, 16}
-    assert json.loads((run / "config.json").read_text())["suite"] == "point-mass"
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["config"]["data"]["suite"] == "point-mass" and doc["environment"]["versions"]["torch"]
+    assert doc["environment"]["torch_threads"] >= 1 and "git_commit" in doc["environment"]
     # the oracle, trained on that very task, must beat the unadapted prior
     mean = df.groupby("method").dyn_mse.mean()
     assert mean["oracle"] < mean["prior"]
 
-    # re-running resumes (nothing to redo) and a changed setting is refused
+    # re-running resumes and reuses every finished stage; a changed setting is refused
     assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "reusing" in out and "few-shot benchmark: inputs unchanged" in out and "control: inputs unchanged" in out
     assert main([*args[:-1], "--hidden", "8", "--no-progress"]) == 2
     assert "holds a run with other settings" in capsys.readouterr().err
 
     out_csv = tmp_path / "k.csv"
-    assert main(["bench", "kshot", "--checkpoint", str(run), "--out", str(out_csv), "--ks", "4", "--no-progress"]) == 0
+    assert main(["bench", "kshot", "--checkpoint", str(run), "--out", str(out_csv), "--kshot-ks", "4", "--no-progress"]) == 0
     assert set(pd.read_csv(out_csv).k) == {4}
+    assert "reusing" in capsys.readouterr().out  # the evaluation data and oracles are not collected and fit again
 
     ctl = tmp_path / "c.csv"
-    assert main(["evaluate", "--checkpoint", str(run), "--out", str(ctl), "--planner", "mppi", "--horizon", "3"]) == 0
-    assert set(pd.read_csv(ctl).planner) == {"mppi"}
-    assert main(["evaluate", "--checkpoint", str(run), "--planner", "cem", "--population", "0"]) == 2
-    assert "plan_population: expected >= 1" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(run), "--out", str(ctl), "--planner", "mppi", "--plan-horizon", "3",
+                 "--no-progress"]) == 0
+    c = pd.read_csv(ctl)
+    assert set(c.planner) == {"mppi"} and set(c.plan_horizon) == {3} and c.mean_return.notna().all()
+    assert {"adaptation_episodes", "evaluation_episodes", "adapt_env_steps", "meta_train_sources"} <= set(c.columns)
+    # by default evaluate writes a new numbered file, never the main job's control.csv
+    before = (run / "control.csv").read_bytes()
+    assert main(["evaluate", "--checkpoint", str(run), "--no-progress"]) == 0
+    assert main(["evaluate", "--checkpoint", str(run), "--no-progress"]) == 0
+    assert (run / "control.csv").read_bytes() == before
+    assert sorted(p.name for p in (run / "evaluations").iterdir()) == ["control-001.csv", "control-002.csv"]
+    assert main(["evaluate", "--checkpoint", str(run), "--planner", "cem", "--plan-population", "0"]) == 2
+    assert "planner.population: expected an int >= 1" in capsys.readouterr().err
 
 
 def test_cli_errors_name_the_argument(tmp_path, capsys):
@@ -74,7 +131,7 @@ def test_cli_errors_name_the_argument(tmp_path, capsys):
     assert "name: expected one of" in capsys.readouterr().err
     # the few-shot windows must fit the suite's episodes; checked before any data is collected or trained
     assert main(["train", "--suite", "point-mass", "--preset", "quick", "--run-dir", str(tmp_path / "pm")]) == 2
-    assert "kshot_ks: the largest context (128) plus kshot_eval_length (32) is 160" in capsys.readouterr().err
+    assert "kshot.ks: the largest context (128) plus kshot.eval_length (32) is 160" in capsys.readouterr().err
     assert not (tmp_path / "pm" / "train_buffer.npz").exists()
 
 
@@ -118,10 +175,14 @@ def test_ensemble_from_the_cli_trains_evaluates_and_resumes(tmp_path, capsys):
     learner = learner_from_checkpoint(run)
     assert isinstance(learner, Ensemble) and learner.size == 2 and learner.member == "cadm"
     ctl = tmp_path / "c.csv"
-    assert main(["evaluate", "--checkpoint", str(run), "--out", str(ctl), "--propagation", "ts1", "--particles", "2"]) == 0
+    assert main(["evaluate", "--checkpoint", str(run), "--out", str(ctl), "--plan-propagation", "ts1",
+                 "--plan-particles", "2"]) == 0
     assert pd.read_csv(ctl).eval_return.notna().all()
-    assert main(["evaluate", "--checkpoint", str(run), "--particles", "3"]) == 2
-    assert "plan_particles: expected a multiple of ensemble (2)" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(run), "--plan-particles", "3"]) == 2
+    assert "planner.particles: expected a multiple of learner.ensemble (2)" in capsys.readouterr().err
     assert main(["train", "--suite", "point-mass", "--preset", "test", "--ensemble", "0", "--run-dir",
                  str(tmp_path / "bad"), "--no-progress"]) == 2
-    assert "ensemble: expected >= 1" in capsys.readouterr().err
+    assert "learner.ensemble: expected an int >= 1" in capsys.readouterr().err
+    # cadm adapts without gradient steps: --control-adapt-steps is refused by name, before any work
+    assert main(["evaluate", "--checkpoint", str(run), "--control-adapt-steps", "3"]) == 2
+    assert "control.adapt_steps: cadm" in capsys.readouterr().err

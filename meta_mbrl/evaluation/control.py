@@ -17,8 +17,35 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 __all__ = ["metaworld_evaluation", "protocol_evaluation", "random_agent_returns"]
+
+
+class _Progress:
+    """Passes every call on to ``agent`` and advances a progress bar by one vector step per action.
+
+    The bar's total is the protocol's largest number of vector steps (scored Meta-World episodes end
+    early on success, so the bar may finish short of it).
+    """
+
+    def __init__(self, agent, total: int, enabled: bool, desc: str):
+        self._agent = agent
+        self._bar = tqdm(total=total, desc=desc, unit="step", disable=not enabled, leave=False)
+
+    def adapt_action(self, obs):
+        self._bar.update(1)
+        return self._agent.adapt_action(obs)
+
+    def eval_action(self, obs):
+        self._bar.update(1)
+        return self._agent.eval_action(obs)
+
+    def close(self) -> None:
+        self._bar.close()
+
+    def __getattr__(self, name):
+        return getattr(self._agent, name)
 
 
 def metaworld_evaluation(
@@ -33,6 +60,7 @@ def metaworld_evaluation(
     total_tasks_per_cls: int | None = None,
     seed: int | None = None,
     strategy: str = "sync",
+    progress: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """Scores ``agent`` on a Meta-World suite's test classes with ``metalearning_evaluation``.
 
@@ -48,6 +76,7 @@ def metaworld_evaluation(
         total_tasks_per_cls: use only the first goals of each test class.
         seed: the envs' seed (default: the suite's).
         strategy: ``"sync"`` or ``"async"`` vector env.
+        progress: show a progress bar of vector steps.
 
     Returns:
         ``(df, info)``: one row per test class with its ``success_rate``, and info with the mean
@@ -70,12 +99,18 @@ def metaworld_evaluation(
                                      max_episode_steps=max_episode_steps, total_tasks_per_cls=total_tasks_per_cls)
     before = dict(agent.env_steps)
     t0 = time.perf_counter()
+    steps = max_episode_steps or suite.max_episode_steps
+    # scored episodes are counted per class, so with several sub-envs of a class each runs about its share
+    per_env_eval = -(-evaluation_episodes * len(suite.test_classes) // mbs) + 1
+    watched = _Progress(agent, num_evals * (adaptation_episodes + per_env_eval) * steps, progress,
+                        f"control {suite.name} ({mbs} envs)")
     try:
         mean_success, mean_return, per_class = metalearning_evaluation(
-            agent, envs, num_evals=num_evals, adaptation_steps=1, adaptation_episodes=adaptation_episodes,
+            watched, envs, num_evals=num_evals, adaptation_steps=1, adaptation_episodes=adaptation_episodes,
             evaluation_episodes=evaluation_episodes,
         )
     finally:
+        watched.close()
         envs.close()
     df = pd.DataFrame({"task_class": list(per_class), "success_rate": [float(v) for v in per_class.values()]})
     df = df.sort_values("task_class").reset_index(drop=True)
@@ -99,6 +134,7 @@ def protocol_evaluation(
     adaptation_episodes: int = 1,
     evaluation_episodes: int = 1,
     seed: int = 0,
+    progress: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """The meta-learning protocol (adapt episodes, ``adapt()``, evaluation episodes) on any suite.
 
@@ -111,13 +147,16 @@ def protocol_evaluation(
         raise ValueError(f"agent: expected an agent for {len(tasks)} envs (one per task), got num_envs={agent.num_envs}")
     env = suite.make_vec_env(tasks, seed=seed)
     t0 = time.perf_counter()
+    watched = _Progress(agent, (adaptation_episodes + evaluation_episodes) * suite.max_episode_steps, progress,
+                        f"control {suite.name} ({len(tasks)} envs)")
     try:
         agent.init()
         before = dict(agent.env_steps)
-        _episodes(env, tasks, agent, adaptation_episodes, seed, adapt=True)
+        _episodes(env, tasks, watched, adaptation_episodes, seed, adapt=True)
         agent.adapt()
-        returns, success = _episodes(env, tasks, agent, evaluation_episodes, seed + 1, adapt=False)
+        returns, success = _episodes(env, tasks, watched, evaluation_episodes, seed + 1, adapt=False)
     finally:
+        watched.close()
         env.close()
     df = pd.DataFrame({"task": [t.id for t in tasks], "eval_return": returns.mean(1)})
     if success is not None:

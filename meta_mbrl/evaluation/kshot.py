@@ -156,6 +156,62 @@ def prepare_kshot(model, suite, tasks: Sequence, *, policy="colored-noise", eval
     return KShotData(tasks, eval_buf, ref, oracle_params, info)
 
 
+def save_kshot_data(data: KShotData, folder) -> None:
+    """Writes prepared few-shot data (evaluation episodes, oracle weights, info) to ``folder``, atomically per file.
+
+    ``load_kshot_data`` rebuilds it from the same suite and prior network, so a re-run of the benchmark
+    does not collect and fit again.
+    """
+    import json
+    from pathlib import Path
+
+    from meta_mbrl.io import atomic_path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data.eval_buf.save(folder / "eval_buffer.npz")
+    payload = {"task_ids": json.dumps([t.id for t in data.tasks]), "info": json.dumps(data.info),
+               "oracle_params": {k: v.detach().cpu().clone() for k, v in data.oracle_params.items()}}
+    with atomic_path(folder / "oracles.pt") as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)  # a file object: saved by path, torch names the archive after the random temp name
+
+
+def load_kshot_data(folder, suite, model) -> KShotData:
+    """Reads what :func:`save_kshot_data` wrote; the reference network is rebuilt from ``model``.
+
+    Raises:
+        FileFormatError: naming the file, if it cannot be read or does not match ``model``.
+    """
+    import json
+    import pickle
+    import zipfile
+    from pathlib import Path
+
+    from meta_mbrl.data import TaskBuffer
+    from meta_mbrl.errors import FileFormatError
+
+    folder = Path(folder)
+    path = folder / "oracles.pt"
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        tasks = [suite.task(t) for t in json.loads(payload["task_ids"])]
+        info = json.loads(payload["info"])
+        params = dict(payload["oracle_params"])
+    except (OSError, EOFError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise FileFormatError(f"kshot data: cannot read {str(path)!r}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    ref = reference_network(model)
+    p = next(ref.parameters())
+    expected = {k: tuple(v.shape) for k, v in ref.param_dict().items()} if hasattr(ref, "param_dict") else None
+    for k, v in params.items():
+        if expected is not None and (k not in expected or tuple(v.shape[1:]) != expected[k] or v.shape[0] != len(tasks)):
+            raise FileFormatError(f"kshot data: {str(path)!r} holds oracle weights {k} of shape {tuple(v.shape)} that do "
+                                  "not match the network")
+        if not bool(torch.isfinite(v).all()):
+            raise FileFormatError(f"kshot data: {str(path)!r} holds non-finite oracle weights {k}")
+    params = {k: v.to(device=p.device, dtype=p.dtype) for k, v in params.items()}
+    return KShotData(tasks, TaskBuffer.load(folder / "eval_buffer.npz"), ref, params, info)
+
+
 def kshot_benchmark(
     learner,
     suite=None,

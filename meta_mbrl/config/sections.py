@@ -1,0 +1,465 @@
+"""The run configuration in frozen sections, one docstring per field; every section validates itself.
+
+A :class:`RunConfig` holds the run-wide ``seed`` and ``device`` and one section per stage of a run
+(data, model, learner with one typed section per learner family, meta-training, few-shot benchmark,
+planner, control). The CLI flags are generated from these classes (:mod:`meta_mbrl.config.cli_args`):
+each section has a flag ``PREFIX`` and fields may carry older flag names as ``aliases``.
+
+Example:
+    >>> cfg = RunConfig(train=TrainSection(steps=10))
+    >>> cfg.train.steps, cfg.learner.name, cfg.learner.maml.inner_lr
+    (10, 'maml', 0.1)
+    >>> TrainSection(steps=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: train.steps: expected an int >= 1, got 0
+"""
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Literal, get_args
+
+__all__ = [
+    "DataSection", "ModelSection", "MAMLSection", "ReptileSection", "CaDMSection", "PEARLSection", "MultiTaskSection",
+    "FineTuneSection", "LearnerSection", "TrainSection", "KShotSection", "PlannerSection", "ControlSection", "RunConfig",
+    "SECTIONS", "FAMILY_OF",
+]
+
+LearnerName = Literal["maml", "fomaml", "metasgd", "anil", "reptile", "cadm", "pearl", "multitask", "finetune"]
+Policy = Literal["uniform", "colored-noise", "ou"]
+Activation = Literal["relu", "silu", "tanh"]
+
+#: the typed section (an attribute of LearnerSection) that holds each learner's settings
+FAMILY_OF: dict[str, str] = {"maml": "maml", "fomaml": "maml", "metasgd": "maml", "anil": "maml", "reptile": "reptile",
+                             "cadm": "cadm", "pearl": "pearl", "multitask": "multitask", "finetune": "finetune"}
+
+
+def alias(*names: str, default=None, **kw):
+    """A dataclass field that also answers to the older CLI flag ``names`` (e.g. ``"--inner-lr"``)."""
+    return field(default=default, metadata={"aliases": names}, **kw)
+
+
+def _where(sec, name: str) -> str:
+    return f"{sec.SECTION}.{name}" if sec.SECTION else name
+
+
+def _int(sec, name: str, lo: int = 1) -> None:
+    v = getattr(sec, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"{_where(sec, name)}: expected an int >= {lo}, got {v!r}")
+
+
+def _float(sec, name: str, lo: float = 0.0, strict: bool = True, hi: float = 1e6) -> None:
+    v = getattr(sec, name)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > lo if strict else v >= lo) and v <= hi
+    if not ok:
+        rel = ">" if strict else ">="
+        raise ValueError(f"{_where(sec, name)}: expected a finite number {rel} {lo} and <= {hi:g}, got {v!r}")
+
+
+def _ints(sec, name: str, lo: int = 1, allow_empty: bool = False) -> None:
+    v = getattr(sec, name)
+    if not isinstance(v, tuple) or (not v and not allow_empty) or any(isinstance(x, bool) or not isinstance(x, int) or x < lo
+                                                                       for x in v):
+        raise ValueError(f"{_where(sec, name)}: expected a tuple of ints >= {lo}, got {v!r}")
+
+
+def _choice(sec, name: str) -> None:
+    v = getattr(sec, name)
+    allowed = get_args(type(sec).__dataclass_fields__[name].type)
+    if v not in allowed:
+        raise ValueError(f"{_where(sec, name)}: expected one of {list(allowed)}, got {v!r}")
+
+
+def _bool(sec, name: str) -> None:
+    if not isinstance(getattr(sec, name), bool):
+        raise ValueError(f"{_where(sec, name)}: expected true or false, got {getattr(sec, name)!r}")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Suite and data collection: which tasks the prior is meta-trained on, and how the data is explored."""
+
+    SECTION: ClassVar[str] = "data"
+    PREFIX: ClassVar[str] = ""
+
+    suite: str = "ml10"
+    """Task suite name (task_suites.make): ml10, ml45, ml1:<env>, custom:<a,b>|<c>, point-mass."""
+    tasks_per_class: int = 10
+    """Training tasks (goals) used per training class; 0 means all."""
+    episodes_per_task: int = 1
+    """Episodes collected on each training task."""
+    policy: Policy = "colored-noise"
+    """Exploration policy for training, few-shot and oracle data."""
+
+    def __post_init__(self):
+        if not isinstance(self.suite, str) or not self.suite.strip():
+            raise ValueError(f"data.suite: expected a suite name, got {self.suite!r}")
+        _int(self, "tasks_per_class", 0)
+        _int(self, "episodes_per_task")
+        _choice(self, "policy")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """The dynamics-and-reward network every learner adapts (DynamicsMLP)."""
+
+    SECTION: ClassVar[str] = "model"
+    PREFIX: ClassVar[str] = ""
+
+    hidden: tuple[int, ...] = (200, 200, 200)
+    """Hidden layer widths of the dynamics-and-reward MLP."""
+    activation: Activation = "silu"
+    """Hidden activation."""
+    gaussian: bool = False
+    """Gaussian NLL model (predicts a variance) instead of deterministic MSE."""
+    reward_weight: float = 1.0
+    """Weight of the reward term against the mean over observation dims in the loss."""
+
+    def __post_init__(self):
+        _ints(self, "hidden")
+        _choice(self, "activation")
+        _bool(self, "gaussian")
+        _float(self, "reward_weight", 0.0, strict=False)
+
+
+@dataclass(frozen=True)
+class MAMLSection:
+    """MAML family (maml, fomaml, metasgd, anil): a few SGD steps on the prior's weights."""
+
+    SECTION: ClassVar[str] = "learner.maml"
+    PREFIX: ClassVar[str] = "maml-"
+
+    inner_lr: float = alias("--inner-lr", default=0.1)
+    """Inner-loop SGD step size. GrBAL used 0.01 on raw targets; on our unit-variance targets 0.1 adapted better on
+    ML10-test (benchmarks/bench_maml_variants.py)."""
+    inner_steps: int = alias("--inner-steps", default=1)
+    """Inner-loop SGD steps (GrBAL: 1)."""
+    first_order: bool = alias("--first-order", default=False)
+    """maml only: first-order MAML (fomaml always is)."""
+    meta_sgd: bool = alias("--meta-sgd", default=False)
+    """maml only: learn per-parameter inner learning rates (metasgd always does)."""
+
+    def __post_init__(self):
+        _float(self, "inner_lr")
+        _int(self, "inner_steps", 0)
+        _bool(self, "first_order")
+        _bool(self, "meta_sgd")
+
+
+@dataclass(frozen=True)
+class ReptileSection:
+    """Reptile: SGD steps, the prior moved toward the adapted weights (Nichol et al. 2018)."""
+
+    SECTION: ClassVar[str] = "learner.reptile"
+    PREFIX: ClassVar[str] = "reptile-"
+
+    inner_lr: float = 0.02
+    """Inner-loop SGD step size."""
+    inner_steps: int = 5
+    """Inner-loop SGD steps."""
+    inner_data: Literal["both", "support"] = "both"
+    """What the inner loop of meta-training trains on: both (support then query) or support."""
+
+    def __post_init__(self):
+        _float(self, "inner_lr")
+        _int(self, "inner_steps", 0)
+        _choice(self, "inner_data")
+
+
+@dataclass(frozen=True)
+class CaDMSection:
+    """CaDM: a permutation-invariant context encoder, forward + backward prediction losses (Lee et al. 2020)."""
+
+    SECTION: ClassVar[str] = "learner.cadm"
+    PREFIX: ClassVar[str] = "cadm-"
+
+    context_dim: int = 10
+    """Size of the context vector z."""
+    encoder_hidden: tuple[int, ...] = (128, 128)
+    """Hidden widths of the per-transition encoder."""
+    encoder_activation: Activation = "relu"
+    """Encoder activation."""
+    backward_weight: float = 1.0
+    """Weight of the backward prediction loss (0: forward only)."""
+    prior_weight: float = 0.0
+    """Weight of the loss of the network with z = 0 (keeps the unadapted prior usable)."""
+
+    def __post_init__(self):
+        _int(self, "context_dim")
+        _ints(self, "encoder_hidden")
+        _choice(self, "encoder_activation")
+        _float(self, "backward_weight", 0.0, strict=False)
+        _float(self, "prior_weight", 0.0, strict=False)
+
+
+@dataclass(frozen=True)
+class PEARLSection:
+    """PEARL: a product of per-transition Gaussian factors, KL to a unit prior."""
+
+    SECTION: ClassVar[str] = "learner.pearl"
+    PREFIX: ClassVar[str] = "pearl-"
+
+    context_dim: int = 10
+    """Size of the latent task vector z."""
+    encoder_hidden: tuple[int, ...] = (128, 128)
+    """Hidden widths of the per-transition encoder."""
+    encoder_activation: Activation = "relu"
+    """Encoder activation."""
+    kl_weight: float = 0.01
+    """Weight of KL(posterior || N(0, I)) in the meta-loss."""
+    min_var: float = 1e-6
+    """Floor of each factor's variance."""
+
+    def __post_init__(self):
+        _int(self, "context_dim")
+        _ints(self, "encoder_hidden")
+        _choice(self, "encoder_activation")
+        _float(self, "kl_weight", 0.0, strict=False)
+        _float(self, "min_var")
+
+
+@dataclass(frozen=True)
+class MultiTaskSection:
+    """Multi-task: a shared network with a task embedding fitted by a few gradient steps (CAVIA-style)."""
+
+    SECTION: ClassVar[str] = "learner.multitask"
+    PREFIX: ClassVar[str] = "multitask-"
+
+    embed_dim: int = 8
+    """Size of the task embedding."""
+    inner_lr: float = 1.0
+    """Step size of the embedding's gradient steps."""
+    inner_steps: int = 2
+    """Gradient steps on the embedding."""
+    first_order: bool = True
+    """First-order meta-gradient through the embedding's steps."""
+
+    def __post_init__(self):
+        _int(self, "embed_dim")
+        _float(self, "inner_lr")
+        _int(self, "inner_steps", 0)
+        _bool(self, "first_order")
+
+
+@dataclass(frozen=True)
+class FineTuneSection:
+    """Fine-tuning (transfer baseline): a model trained on pooled tasks, fine-tuned with Adam on the context."""
+
+    SECTION: ClassVar[str] = "learner.finetune"
+    PREFIX: ClassVar[str] = "finetune-"
+
+    adapt_steps: int = 50
+    """Adam steps on the context."""
+    adapt_lr: float = 1e-3
+    """Adam learning rate on the context."""
+
+    def __post_init__(self):
+        _int(self, "adapt_steps", 0)
+        _float(self, "adapt_lr")
+
+
+@dataclass(frozen=True)
+class LearnerSection:
+    """The meta-learner: which one, an optional ensemble, and each family's own settings."""
+
+    SECTION: ClassVar[str] = "learner"
+    PREFIX: ClassVar[str] = ""
+
+    name: LearnerName = alias("--learner", default="maml")
+    """Meta-learner; its settings are in the section of its family (maml, fomaml, metasgd and anil share maml's)."""
+    ensemble: int = 1
+    """Members E of an ensemble of the learner (stacked parameters, one adapt call, one forward pass); 1: a single
+    learner. Control then plans with trajectory sampling across members (plan-particles, plan-propagation)."""
+    maml: MAMLSection = field(default_factory=MAMLSection)
+    reptile: ReptileSection = field(default_factory=ReptileSection)
+    cadm: CaDMSection = field(default_factory=CaDMSection)
+    pearl: PEARLSection = field(default_factory=PEARLSection)
+    multitask: MultiTaskSection = field(default_factory=MultiTaskSection)
+    finetune: FineTuneSection = field(default_factory=FineTuneSection)
+
+    def __post_init__(self):
+        _choice(self, "name")
+        _int(self, "ensemble")
+
+    @property
+    def family(self):
+        """The section of the chosen learner's family."""
+        return getattr(self, FAMILY_OF[self.name])
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """Meta-training: the Adam outer loop over sampled task windows, and the model-based data loop."""
+
+    SECTION: ClassVar[str] = "train"
+    PREFIX: ClassVar[str] = ""
+
+    steps: int = 2000
+    """Outer (meta) training steps."""
+    tasks_per_batch: int = 10
+    """Tasks per meta-batch."""
+    support: int = 16
+    """Support (adaptation) transitions per task window (GrBAL: 16)."""
+    query: int = 16
+    """Query transitions following the support window (GrBAL: 16)."""
+    query_mode: Literal["following", "task"] = "following"
+    """Where query windows come from: following (right after the support window, GrBAL) or task (anywhere in the
+    same task, which trains adaptation to identify the task, e.g. a hidden goal)."""
+    outer_lr: float = 1e-3
+    """Outer Adam learning rate."""
+    grad_clip: float = 10.0
+    """Max global gradient norm of the outer step."""
+    mb_rounds: int = 1
+    """Model-based data loop: meta-training rounds; after each but the last the MPC agent collects on training
+    tasks (PETS / GrBAL). 1 trains on exploration data only."""
+    mb_tasks_per_class: int = 1
+    """Training tasks (goals) per class the agent collects on in each model-based round; 0 means all."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints."""
+    log_every: int = 50
+    """Steps between log rows."""
+    tensorboard: bool = False
+    """Also write TensorBoard logs (needs the tensorboard extra)."""
+
+    def __post_init__(self):
+        for n in ("steps", "tasks_per_batch", "support", "query", "mb_rounds", "checkpoint_every", "log_every"):
+            _int(self, n)
+        _int(self, "mb_tasks_per_class", 0)
+        _choice(self, "query_mode")
+        _float(self, "outer_lr", hi=10.0)
+        _float(self, "grad_clip")
+        _bool(self, "tensorboard")
+
+
+@dataclass(frozen=True)
+class KShotSection:
+    """The few-shot model benchmark on held-out tasks: prior, adapted, scratch and oracle models, naive baselines."""
+
+    SECTION: ClassVar[str] = "kshot"
+    PREFIX: ClassVar[str] = "kshot-"
+
+    ks: tuple[int, ...] = (8, 32, 128)
+    """Context sizes K."""
+    tasks_per_class: int = 1
+    """Test tasks (goals) per held-out class."""
+    windows: int = 8
+    """Evaluation points per test task."""
+    eval_episodes: int = 2
+    """Episodes collected per test task for contexts and evaluation."""
+    eval_length: int = 32
+    """Transitions after each context on which the 1-step metrics are taken (>= 10 for dyn_mse_h10)."""
+    oracle_transitions: int = alias("--oracle-transitions", default=20_000)
+    """Transitions of each test task the oracle model is trained on."""
+    oracle_steps: int = alias("--oracle-steps", default=3000)
+    """Adam steps (batch 256) to train each oracle."""
+    scratch_steps: int = alias("--scratch-steps", default=300)
+    """Adam steps (full batch) to train each scratch model on the K context transitions."""
+
+    def __post_init__(self):
+        _ints(self, "ks")
+        for n in ("tasks_per_class", "windows", "eval_episodes", "eval_length", "oracle_transitions", "oracle_steps"):
+            _int(self, n)
+        _int(self, "scratch_steps", 0)
+
+
+@dataclass(frozen=True)
+class PlannerSection:
+    """The planner control uses over the adapted model."""
+
+    SECTION: ClassVar[str] = "planner"
+    PREFIX: ClassVar[str] = "plan-"
+
+    name: Literal["cem", "mppi", "rs"] = alias("--planner", default="cem")
+    """Planner: cem, mppi or rs (random shooting)."""
+    horizon: int = 10
+    """Planning horizon H (steps imagined ahead)."""
+    population: int = 200
+    """Candidate action sequences per planning iteration and env."""
+    iterations: int = 3
+    """Planner iterations per action (CEM / MPPI refinement rounds; ignored by random shooting)."""
+    particles: int = 0
+    """Particles per candidate in imagined rollouts (PETS); 0: one per ensemble member (1 for a single model). With an
+    ensemble, a multiple of the ensemble size."""
+    propagation: Literal["ts1", "tsinf", "mean"] = "ts1"
+    """How particles move through an ensemble: ts1 (member re-drawn every step), tsinf (fixed per particle), mean."""
+
+    def __post_init__(self):
+        _choice(self, "name")
+        for n in ("horizon", "population", "iterations"):
+            _int(self, n)
+        _int(self, "particles", 0)
+        _choice(self, "propagation")
+
+
+@dataclass(frozen=True)
+class ControlSection:
+    """Control on held-out tasks: adapt, then plan; judged by metaworld.evaluation on Meta-World suites."""
+
+    SECTION: ClassVar[str] = "control"
+    PREFIX: ClassVar[str] = "control-"
+
+    num_evals: int = 1
+    """Evaluation rounds (metalearning_evaluation's num_evals), each with fresh test goals."""
+    adaptation_episodes: int = 1
+    """Exploration episodes per test sub-env before adapting."""
+    evaluation_episodes: int = 1
+    """Scored episodes per test class after adapting (Meta-World counts them per class; other suites per task)."""
+    max_episode_steps: int = 0
+    """Episode length; 0 keeps the suite's (Meta-World: 500). Shorter only for smoke tests."""
+    meta_batch_size: int = 0
+    """Test sub-envs acted in at once, a multiple of the test classes; 0 means one per class (ML1: use e.g. 10)."""
+    adapt_steps: int = 0
+    """Gradient steps of adaptation at test time; 0 uses the learner's own (gradient-based learners only)."""
+    online: bool = False
+    """Also re-adapt online (GrBAL) on the last context-size transitions during adaptation episodes."""
+    context_size: int = 32
+    """Transitions of the online adaptation context."""
+    explore_noise: float = 0.3
+    """Std of the correlated exploration noise added to planned actions in adaptation episodes (x half range)."""
+
+    def __post_init__(self):
+        for n in ("num_evals", "adaptation_episodes", "evaluation_episodes", "context_size"):
+            _int(self, n)
+        for n in ("max_episode_steps", "meta_batch_size", "adapt_steps"):
+            _int(self, n, 0)
+        _bool(self, "online")
+        _float(self, "explore_noise", 0.0, strict=False, hi=10.0)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``meta-mbrl train`` does: collect, meta-train, the few-shot benchmark, control.
+
+    Library classes never take this object: :mod:`meta_mbrl.runs` turns its sections into plain
+    keyword arguments.
+    """
+
+    SECTION: ClassVar[str] = ""
+    PREFIX: ClassVar[str] = ""
+
+    seed: int = 0
+    """Seed of everything random in the run: the suite's goals, data collection, network init, window sampling,
+    planners, evaluation envs."""
+    device: str = "cpu"
+    """Torch device, e.g. cpu, cuda or cuda:1 (checked against this torch build before any work)."""
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    learner: LearnerSection = field(default_factory=LearnerSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    kshot: KShotSection = field(default_factory=KShotSection)
+    planner: PlannerSection = field(default_factory=PlannerSection)
+    control: ControlSection = field(default_factory=ControlSection)
+
+    def __post_init__(self):
+        _int(self, "seed", 0)
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device: expected a torch device string such as 'cpu' or 'cuda', got {self.device!r}")
+        e, p = self.learner.ensemble, self.planner
+        if p.particles and e > 1 and p.propagation != "mean" and p.particles % e:
+            raise ValueError(f"planner.particles: expected a multiple of learner.ensemble ({e}) for {p.propagation}, "
+                             f"got {p.particles}")
+
+
+#: the sections of a RunConfig, by attribute name, in CLI order
+SECTIONS: dict[str, type] = {f.name: f.type for f in fields(RunConfig) if f.name not in ("seed", "device")}

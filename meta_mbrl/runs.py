@@ -1,0 +1,548 @@
+"""What the CLI's commands do, one function each: ``train_run``, ``collect_run``, ``kshot_run``, ``control_run``,
+``learners_run``. Each turns a :class:`~meta_mbrl.config.RunConfig` into plain keyword arguments for
+the library and reads top to bottom.
+
+A run directory holds ``config.json`` (the config, the environment it ran in, and any changes made
+on resume), ``train_buffer.npz``, ``checkpoint.pt``, ``train_log.csv``, ``kshot.csv``, ``control.csv``
+and ``stages.json`` (the content keys of finished stages, so an unchanged stage is reused).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from meta_mbrl.config import CONFIG_FORMAT, RunConfig, from_dict, learner_kwargs, make_config, model_kwargs, run_environment, to_dict
+from meta_mbrl.data import TaskBuffer, collect
+from meta_mbrl.errors import FileFormatError
+from meta_mbrl.evaluation import kshot_benchmark, summarize_kshot
+from meta_mbrl.io import atomic_path
+from meta_mbrl.stages import StageCache, content_key
+from meta_mbrl.training import learner_from_checkpoint, load_checkpoint, meta_train
+
+__all__ = ["build_learner", "build_planner", "build_agent", "select_tasks", "train_run", "collect_run", "kshot_run",
+           "control_run", "learners_run", "evaluate_control", "write_csv", "check_run_config", "seed_everything"]
+
+
+# ---------------------------------------------------------------------------------------------- building blocks
+def seed_everything(seed: int) -> None:
+    """Seeds the global generators (torch, numpy, random) and asks torch for deterministic kernels.
+
+    Every library call also gets the run's seed explicitly; this covers what has no seed argument.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_learner(cfg: RunConfig, obs_dim: int, act_dim: int):
+    """The learner a config asks for, on a fresh network initialised under the run's seed."""
+    from meta_mbrl.meta import make_learner
+
+    return make_learner(cfg.learner.name, obs_dim, act_dim, hidden=cfg.model.hidden, ensemble=cfg.learner.ensemble,
+                        model_kwargs=model_kwargs(cfg), seed=cfg.seed, **learner_kwargs(cfg))
+
+
+def build_planner(cfg: RunConfig, suite):
+    """The planner a config asks for, over the suite's action bounds."""
+    from meta_mbrl.planning import CEM, MPPI, RandomShooting
+
+    p = cfg.planner
+    common = dict(action_low=suite.action_low, action_high=suite.action_high, horizon=p.horizon,
+                  population=p.population, seed=cfg.seed, device=cfg.device)
+    if p.name == "cem":
+        return CEM(**common, iterations=p.iterations)
+    if p.name == "mppi":
+        return MPPI(**common, iterations=p.iterations)
+    return RandomShooting(**common)
+
+
+def adapt_opts(cfg: RunConfig) -> dict | None:
+    """The ``adapt`` options of control (``control.adapt_steps``), checked against the learner before any work."""
+    if cfg.control.adapt_steps <= 0:
+        return None
+    from meta_mbrl.meta import LEARNER_CLASSES
+
+    accepted = getattr(LEARNER_CLASSES[cfg.learner.name], "ADAPT_OPTIONS", ("steps", "lr"))
+    if "steps" not in accepted:
+        raise ValueError(f"control.adapt_steps: {cfg.learner.name} adapts without gradient steps and takes no "
+                         f"steps option (it accepts {list(accepted) or 'no options'}); got {cfg.control.adapt_steps}, "
+                         "use 0")
+    return {"steps": cfg.control.adapt_steps}
+
+
+def build_agent(cfg: RunConfig, learner, suite, num_envs: int):
+    """A MetaMBRLAgent over ``learner`` with the config's planner and adaptation settings."""
+    from meta_mbrl.agent import MetaMBRLAgent
+
+    c = cfg.control
+    return MetaMBRLAgent(
+        learner, build_planner(cfg, suite), num_envs=num_envs, online=c.online, context_size=c.context_size,
+        explore_noise=c.explore_noise, adapt_opts=adapt_opts(cfg), particles=cfg.planner.particles or None,
+        propagation=cfg.planner.propagation, seed=cfg.seed,
+    )
+
+
+def check_kshot_fits(cfg: RunConfig, suite) -> None:
+    """Fails before any training if the few-shot windows cannot fit in the suite's episodes."""
+    k = cfg.kshot
+    need = max(k.ks) + k.eval_length
+    if need > suite.max_episode_steps:
+        raise ValueError(
+            f"kshot.ks: the largest context ({max(k.ks)}) plus kshot.eval_length ({k.eval_length}) is {need} "
+            f"transitions, more than the {suite.max_episode_steps}-step episodes of {suite.name}; e.g. --kshot-ks 8 16 24 "
+            "--kshot-eval-length 16 on point-mass"
+        )
+
+
+def check_before_work(cfg: RunConfig):
+    """Everything that can be checked before collecting or training: the device, the suite, windows, options.
+
+    Returns:
+        The suite.
+    """
+    import task_suites
+    from meta_mbrl.checks import check_device
+
+    check_device("device", cfg.device)
+    suite = task_suites.make(cfg.data.suite, seed=cfg.seed)
+    check_kshot_fits(cfg, suite)
+    adapt_opts(cfg)
+    return suite
+
+
+def select_tasks(tasks, per_class: int) -> list:
+    """The first ``per_class`` tasks of each class (all if ``per_class`` is 0), in suite order."""
+    if per_class <= 0:
+        return list(tasks)
+    return [t for t in tasks if t.index < per_class]
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------- config.json
+# Settings that may change when a run directory is resumed: more steps, logging, and the evaluation stages.
+_RESUMABLE = ("device", "train.steps", "train.checkpoint_every", "train.log_every", "train.tensorboard",
+              "kshot.", "planner.", "control.")
+# ... and, with resume_with_changes, the optimisation settings (not the data, the network or its shapes).
+_OPTIMISATION = ("train.", "learner.maml.inner_lr", "learner.maml.inner_steps", "learner.maml.first_order",
+                 "learner.reptile.inner_lr", "learner.reptile.inner_steps", "learner.reptile.inner_data",
+                 "learner.multitask.inner_lr", "learner.multitask.inner_steps", "learner.multitask.first_order",
+                 "learner.finetune.", "learner.pearl.kl_weight", "learner.cadm.prior_weight")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """Reads a run's ``config.json``; any failure is a FileFormatError naming the file."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileFormatError(f"config: cannot read {str(path)!r}: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != CONFIG_FORMAT or not isinstance(doc.get("config"), dict):
+        raise FileFormatError(f"config: {str(path)!r} is not a meta_mbrl config file (expected format {CONFIG_FORMAT!r})")
+    try:
+        from_dict(doc["config"])
+    except (ValueError, TypeError) as e:
+        raise FileFormatError(f"config: {str(path)!r} holds an invalid config: {e}") from None
+    return doc
+
+
+def check_run_config(cfg: RunConfig, run: Path, resume_with_changes: bool = False, step: int | None = None) -> dict:
+    """Compares ``cfg`` with the run directory's ``config.json`` and returns the document to write.
+
+    A run directory resumes only with the settings it was started with, except the evaluation stages and
+    the step budget; ``resume_with_changes`` also allows the optimisation settings (learning rates, inner
+    steps, batch sizes: e.g. to continue a diverged run from its last good checkpoint), and records the
+    change, with the step it was made at, in ``config.json``.
+
+    Raises:
+        ValueError: naming the settings that differ, and the flag that allows them where it would.
+    """
+    path = run / "config.json"
+    doc = {"format": CONFIG_FORMAT, "config": to_dict(cfg), "environment": run_environment(), "changes": []}
+    if not path.exists():
+        return doc
+    old = read_config_file(path)
+    before, after = _flatten(old["config"]), _flatten(to_dict(cfg))
+    diff = {k: (before.get(k), after[k]) for k in after if json.dumps(before.get(k)) != json.dumps(after[k])}
+    fixed = {k: v for k, v in diff.items() if not k.startswith(_RESUMABLE)}
+    optimisation = {k: v for k, v in fixed.items() if k.startswith(_OPTIMISATION)}
+    blocked = {k: v for k, v in fixed.items() if k not in optimisation}
+    show = lambda d: ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in d.items())  # noqa: E731
+    if blocked:
+        raise ValueError(f"run_dir: {run} holds a run with other settings ({show(blocked)}); use a new --run-dir or the "
+                         "same settings to resume")
+    if optimisation and not resume_with_changes:
+        raise ValueError(f"run_dir: {run} holds a run with other optimisation settings ({show(optimisation)}); pass "
+                         "--resume-with-changes to continue it from its last checkpoint with these settings (the change is "
+                         "recorded in config.json), or use a new --run-dir")
+    doc["changes"] = list(old.get("changes", []))
+    if optimisation:
+        doc["changes"].append({"at_step": step, "changes": {k: list(v) for k, v in optimisation.items()}})
+    return doc
+
+
+def _write_config(run: Path, doc: dict) -> None:
+    with atomic_path(run / "config.json") as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _checkpoint_step(run: Path) -> int | None:
+    return load_checkpoint(run)["step"] if (run / "checkpoint.pt").exists() else None
+
+
+# ---------------------------------------------------------------------------------------------- train
+def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True, out=print,
+              resume_with_changes: bool = False) -> pd.DataFrame:
+    """Collect on training tasks, meta-train, then the few-shot benchmark and control; resumes a killed run.
+
+    Every stage is reproducible from ``cfg.seed``: the same command on the same machine and thread
+    count writes bit-identical files. A finished stage whose inputs are unchanged is reused.
+    """
+    from meta_mbrl.training.rundir import RunDirLock
+
+    suite = check_before_work(cfg)
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    with RunDirLock(run):
+        doc = check_run_config(cfg, run, resume_with_changes, step=_checkpoint_step(run))
+        _write_config(run, doc)
+        seed_everything(cfg.seed)
+        out(f"suite {suite}")
+        buf_path = run / "train_buffer.npz"
+        if buf_path.exists():
+            buffer = TaskBuffer.load(buf_path)
+            out(f"resuming with the saved training data: {buffer}")
+        else:
+            buffer = _collect_train(cfg, suite, progress)
+            buffer.save(buf_path)
+            out(f"collected {buffer}")
+        learner = build_learner(cfg, suite.obs_dim, suite.act_dim)
+        t = cfg.train
+        train_kwargs = dict(tasks_per_batch=t.tasks_per_batch, support=t.support, query=t.query, lr=t.outer_lr,
+                            grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
+                            device=cfg.device, tensorboard=t.tensorboard, config=to_dict(cfg), query_mode=t.query_mode)
+        if t.mb_rounds > 1:
+            from meta_mbrl.training import model_based_meta_train
+
+            model_based_meta_train(
+                learner, suite, select_tasks(suite.train_tasks, t.mb_tasks_per_class), buffer,
+                lambda lr, n: build_agent(cfg, lr, suite, n), rounds=t.mb_rounds,
+                steps_per_round=-(-t.steps // t.mb_rounds), run_dir=run, seed=cfg.seed, progress=progress, **train_kwargs,
+            )
+            out(f"model-based data loop: {t.mb_rounds} rounds, now {buffer}")
+        else:
+            meta_train(learner, buffer, steps=t.steps, run_dir=run, seed=cfg.seed, progress=progress, **train_kwargs)
+        kshot = kshot_run(run, run / "kshot.csv", progress=progress, out=out, suite=suite, cfg=cfg)
+        control_run(run, run / "control.csv", out=out, suite=suite, cfg=cfg, progress=progress)
+    return kshot
+
+
+def _collect_train(cfg: RunConfig, suite, progress: bool) -> TaskBuffer:
+    d = cfg.data
+    return collect(suite, select_tasks(suite.train_tasks, d.tasks_per_class), d.policy, episodes_per_task=d.episodes_per_task,
+                   seed=cfg.seed, progress=progress)
+
+
+def collect_run(cfg: RunConfig, split: str, out_path: str | os.PathLike, progress: bool = True, out=print) -> TaskBuffer:
+    """``meta-mbrl collect``: episodes of the config's exploration policy on a split's tasks, into one buffer file."""
+    import task_suites
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    suite = task_suites.make(cfg.data.suite, seed=cfg.seed)
+    seed_everything(cfg.seed)
+    tasks = select_tasks(suite.train_tasks if split == "train" else suite.test_tasks, cfg.data.tasks_per_class)
+    buf = collect(suite, tasks, cfg.data.policy, episodes_per_task=cfg.data.episodes_per_task, seed=cfg.seed,
+                  progress=progress)
+    buf.save(out_path)
+    out(f"wrote {buf} to {out_path}")
+    return buf
+
+
+# ---------------------------------------------------------------------------------------------- a checkpoint's config
+def checkpoint_config(ckpt: dict, cfg: RunConfig | None = None, overrides: dict | None = None) -> RunConfig:
+    """``cfg``, or else the config saved in the checkpoint, with the dotted ``overrides`` applied."""
+    if cfg is None:
+        saved = ckpt.get("config") or {}
+        try:
+            base = from_dict(saved) if saved else RunConfig()
+        except (ValueError, TypeError) as e:
+            raise FileFormatError(f"checkpoint: the config saved in it is not valid for this version: {e}") from None
+    else:
+        base = cfg
+    d = _flatten(to_dict(base))
+    d.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return make_config("quick", d)
+
+
+def _run_dir_of(checkpoint) -> Path:
+    p = Path(checkpoint)
+    return p if p.is_dir() else p.parent
+
+
+def _kshot_key(cfg: RunConfig, ckpt: dict) -> str:
+    """What the few-shot evaluation data and oracles depend on: the suite, its tasks, the policy, their budget, the
+    seed, and the network's architecture and normalizers (the oracles take them)."""
+    norms = {k: v for k, v in ckpt["state_dict"].items() if "." in k and "norm" in k.split(".")[-2]}
+    return content_key(suite=cfg.data.suite, seed=cfg.seed, policy=cfg.data.policy, model=ckpt["model_kwargs"],
+                       kshot={k: v for k, v in to_dict(cfg.kshot).items() if k in ("tasks_per_class", "eval_episodes",
+                                                                                    "oracle_transitions", "oracle_steps")},
+                       normalizers=norms)
+
+
+# ---------------------------------------------------------------------------------------------- few-shot benchmark
+def _print_kshot(df: pd.DataFrame, info: dict, env_steps: int, sources, out=print) -> None:
+    table, gap = summarize_kshot(df)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
+        out("\nFew-shot model benchmark on held-out test tasks (mean over tasks and evaluation points)")
+        out(f"evaluation data: policy={info['eval_policy']}, {info['eval_env_steps']} env steps; "
+            f"oracle data: {info['oracle_transitions_per_task']} transitions per task, "
+            f"{info['oracle_env_steps']} env steps")
+        out(f"meta-training data: {env_steps} env steps from {json.dumps(sources)}")
+        out(table.to_string())
+        out("\nFraction of the prior-to-oracle dyn_mse gap closed by adaptation, (prior - adapted) / (prior - oracle):")
+        out(gap.to_string())
+        gap_r = summarize_kshot(df, "reward_mse")[1]
+        out("\nSame for reward_mse:")
+        out(gap_r.to_string())
+
+
+def kshot_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike, progress: bool = True, out=print,
+              suite=None, cfg: RunConfig | None = None, overrides: dict | None = None) -> pd.DataFrame:
+    """The few-shot benchmark of a checkpoint, with ``cfg`` or else the settings saved in it.
+
+    Its evaluation data and oracles are kept in the run directory (``kshot_data/``) keyed by their inputs, and
+    the table itself is reused when the checkpoint and the benchmark settings are unchanged.
+    """
+    import task_suites
+    from meta_mbrl.checks import check_device
+    from meta_mbrl.evaluation.kshot import load_kshot_data, prepare_kshot, save_kshot_data
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = checkpoint_config(ckpt, cfg, overrides)
+    check_device("device", cfg.device)
+    run = _run_dir_of(checkpoint)
+    cache = StageCache(run)
+    key = content_key(checkpoint=ckpt["state_dict"], kshot=to_dict(cfg.kshot),
+                      suite=cfg.data.suite, seed=cfg.seed, policy=cfg.data.policy)
+    out_csv = Path(out_csv)
+    if cache.fresh("kshot", key, out_csv):
+        df = pd.read_csv(out_csv)
+        out(f"\nfew-shot benchmark: inputs unchanged, reusing {out_csv}")
+        return df
+    learner = learner_from_checkpoint(ckpt, device=cfg.device)
+    suite = suite or task_suites.make(cfg.data.suite, seed=cfg.seed)
+    tasks = select_tasks(suite.test_tasks, cfg.kshot.tasks_per_class)
+    k = cfg.kshot
+    data_key = _kshot_key(cfg, ckpt)
+    data_dir = run / "kshot_data"
+    data = load_kshot_data(data_dir, suite, learner.model) if cache.fresh("kshot_data", data_key, data_dir / "oracles.pt") else None
+    if data is None:
+        seed_everything(cfg.seed)
+        data = prepare_kshot(learner.model, suite, tasks, policy=cfg.data.policy, eval_episodes=k.eval_episodes,
+                             oracle_transitions=k.oracle_transitions, oracle_steps=k.oracle_steps, seed=cfg.seed,
+                             progress=progress)
+        save_kshot_data(data, data_dir)
+        cache.record("kshot_data", data_key)
+    else:
+        out("few-shot evaluation data and oracles: inputs unchanged, reusing " + str(data_dir))
+    seed_everything(cfg.seed)
+    df, info = kshot_benchmark(learner, ks=k.ks, windows=k.windows, eval_length=k.eval_length,
+                               scratch_steps=k.scratch_steps, seed=cfg.seed, progress=progress, data=data)
+    df["meta_train_env_steps"] = ckpt["env_steps"]
+    write_csv(df, out_csv)
+    cache.record("kshot", key)
+    _print_kshot(df, info, ckpt["env_steps"], ckpt["sources"], out=out)
+    out(f"\nwrote {out_csv}")
+    return df
+
+
+# ---------------------------------------------------------------------------------------------- control
+def _next_free(run: Path, stem: str = "control") -> Path:
+    """``RUN/evaluations/control-001.csv``, the first number not taken."""
+    folder = run / "evaluations"
+    i = 1
+    while (folder / f"{stem}-{i:03d}.csv").exists():
+        i += 1
+    return folder / f"{stem}-{i:03d}.csv"
+
+
+def control_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike | None = None, out=print, suite=None,
+                cfg: RunConfig | None = None, overrides: dict | None = None, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Control evaluation of a checkpoint on the suite's held-out tasks; prints and writes a table.
+
+    Meta-World suites are scored by ``metaworld.evaluation.metalearning_evaluation``; other suites by
+    the same protocol over their vector envs (mean evaluation return). The CSV records the budget, the
+    planner, the env steps spent, the mean return and the meta-training data sources in every row.
+
+    Args:
+        out_csv: where to write; None: a new numbered file ``RUN/evaluations/control-NNN.csv`` (never overwrites).
+    """
+    import task_suites
+    from meta_mbrl.checks import check_device
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = checkpoint_config(ckpt, cfg, overrides)
+    check_device("device", cfg.device)
+    adapt_opts(cfg)
+    run = _run_dir_of(checkpoint)
+    out_csv = Path(out_csv) if out_csv is not None else _next_free(run)
+    cache = StageCache(run)
+    key = content_key(checkpoint=ckpt["state_dict"], planner=to_dict(cfg.planner),
+                      control=to_dict(cfg.control), suite=cfg.data.suite, seed=cfg.seed)
+    if cache.fresh(f"control:{out_csv.name}", key, out_csv):
+        df = pd.read_csv(out_csv)
+        out(f"\ncontrol: inputs unchanged, reusing {out_csv}")
+        return df, {}
+    learner = learner_from_checkpoint(ckpt, device=cfg.device)
+    suite = suite or task_suites.make(cfg.data.suite, seed=cfg.seed)
+    seed_everything(cfg.seed)
+    df, info, judge = evaluate_control(cfg, learner, suite, progress=progress)
+    p, c = cfg.planner, cfg.control
+    budget = {"planner": p.name, "plan_horizon": p.horizon, "plan_population": p.population, "plan_iterations": p.iterations,
+              "plan_particles": p.particles, "plan_propagation": p.propagation, "num_evals": info.get("num_evals", 1),
+              "adaptation_episodes": info["adaptation_episodes"], "evaluation_episodes": info["evaluation_episodes"],
+              "max_episode_steps": c.max_episode_steps or suite.max_episode_steps, "adapt_steps": c.adapt_steps,
+              "online": c.online, "adapt_env_steps": info["adapt_env_steps"], "eval_env_steps": info["eval_env_steps"],
+              "mean_return": info.get("mean_return", float(df["eval_return"].mean()) if "eval_return" in df else float("nan")),
+              "judge": judge, "seed": cfg.seed, "checkpoint_step": ckpt["step"], "meta_train_env_steps": ckpt["env_steps"],
+              "meta_train_sources": json.dumps(ckpt["sources"])}
+    for k, v in budget.items():
+        df[k] = v
+    write_csv(df, out_csv)
+    cache.record(f"control:{out_csv.name}", key)
+    with pd.option_context("display.width", 200, "display.precision", 3):
+        out(f"\nControl on held-out test tasks, judged by {judge}")
+        out(f"planner={p.name} (horizon {p.horizon}, population {p.population}, "
+            f"{p.iterations} iterations); {info['adaptation_episodes']} adaptation episodes per sub-env, "
+            f"{info['evaluation_episodes']} evaluation episodes per "
+            + (f"test class (Meta-World's count) x {info['num_evals']} rounds of fresh goals, "
+               f"{info['meta_batch_size']} sub-envs" if "num_evals" in info else "task"))
+        out(df[[col for col in df.columns if col not in budget]].to_string(index=False))
+        if "mean_success_rate" in info:
+            out(f"mean success rate: {info['mean_success_rate']:.3f}   mean return: {info['mean_return']:.1f}")
+        out(f"meta-training data: {ckpt['env_steps']} env steps from {json.dumps(ckpt['sources'])}")
+        out(f"test-time env steps: {info['adapt_env_steps']} adaptation + {info['eval_env_steps']} evaluation "
+            f"({info['seconds']:.0f} s)")
+    out(f"wrote {out_csv}")
+    return df, info
+
+
+def evaluate_control(cfg: RunConfig, learner, suite, progress: bool = False) -> tuple[pd.DataFrame, dict, str]:
+    """Control of ``learner`` on the suite's held-out tasks with the config's planner and budget.
+
+    Returns ``(df, info, judge)``; Meta-World suites are judged by ``metalearning_evaluation``.
+    """
+    from meta_mbrl.evaluation import metaworld_evaluation, protocol_evaluation
+
+    c = cfg.control
+    max_steps = c.max_episode_steps or None
+    if hasattr(suite, "make_benchmark_envs"):
+        mbs = c.meta_batch_size or len(suite.test_classes)
+        agent = build_agent(cfg, learner, suite, num_envs=mbs)
+        df, info = metaworld_evaluation(
+            agent, suite, num_evals=c.num_evals, adaptation_episodes=c.adaptation_episodes,
+            evaluation_episodes=c.evaluation_episodes, meta_batch_size=mbs, max_episode_steps=max_steps,
+            seed=cfg.seed, progress=progress,
+        )
+        return df, info, "metaworld.evaluation.metalearning_evaluation"
+    tasks = list(suite.test_tasks)
+    agent = build_agent(cfg, learner, suite, num_envs=len(tasks))
+    df, info = protocol_evaluation(agent, suite, tasks, adaptation_episodes=c.adaptation_episodes,
+                                   evaluation_episodes=c.evaluation_episodes, seed=cfg.seed, progress=progress)
+    return df, info, "meta_mbrl.evaluation.protocol_evaluation (mean return; no success criterion)"
+
+
+# ---------------------------------------------------------------------------------------------- learner comparison
+def learners_run(cfg: RunConfig, names, out_csv: str | os.PathLike, control: bool = True, progress: bool = True,
+                 out=print) -> pd.DataFrame:
+    """``meta-mbrl bench learners``: every learner on the same data, seed, benchmark windows, oracles and planner.
+
+    Each learner takes its settings from its family's section of ``cfg``. Writes ``out_csv`` (one row per
+    learner) and ``<out_csv stem>.kshot.csv`` (the tidy few-shot rows).
+    """
+    import dataclasses
+
+    from meta_mbrl.evaluation.learners import compare_learners
+    from meta_mbrl.meta import LEARNER_NAMES
+
+    unknown = [n for n in names if n not in LEARNER_NAMES]
+    if unknown or not names:
+        raise ValueError(f"learners: expected names from {'|'.join(LEARNER_NAMES)}, got {list(names)}")
+    suite = check_before_work(cfg)
+    seed_everything(cfg.seed)
+    buffer = _collect_train(cfg, suite, progress)
+    out(f"suite {suite}; training data {buffer}")
+
+    def named(name: str) -> RunConfig:
+        return dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, name=name))
+
+    def make(name):
+        return build_learner(named(name), suite.obs_dim, suite.act_dim)
+
+    t = cfg.train
+
+    def train(learner):
+        return meta_train(learner, buffer, steps=t.steps, tasks_per_batch=t.tasks_per_batch, support=t.support,
+                          query=t.query, lr=t.outer_lr, grad_clip=t.grad_clip, seed=cfg.seed, device=cfg.device,
+                          progress=progress, log_every=min(t.log_every, t.steps), query_mode=t.query_mode)
+
+    k = cfg.kshot
+    table, kshot = compare_learners(
+        names, make, train, suite, select_tasks(suite.test_tasks, k.tasks_per_class), buffer,
+        control=(lambda lr: evaluate_control(named(_name_of(lr)), lr, suite)[:2]) if control else None, ks=k.ks,
+        kshot_kwargs=dict(policy=cfg.data.policy, eval_episodes=k.eval_episodes, oracle_transitions=k.oracle_transitions,
+                          oracle_steps=k.oracle_steps, windows=k.windows, eval_length=k.eval_length,
+                          scratch_steps=k.scratch_steps),
+        seed=cfg.seed, progress=progress, out=out,
+    )
+    table.insert(1, "suite", suite.name)
+    table.insert(2, "ensemble", cfg.learner.ensemble)
+    table["meta_train_env_steps"] = buffer.env_steps
+    table["steps"] = t.steps
+    write_csv(table, out_csv)
+    write_csv(kshot, Path(out_csv).with_suffix(".kshot.csv"))
+    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.precision", 4):
+        out(f"\nLearners on {suite.name}: {t.steps} meta-train steps on {buffer.env_steps} env steps of {cfg.data.policy} data, "
+            f"seed {cfg.seed}; few-shot columns are the adapted model on held-out tasks; latency with K=32")
+        out(table.drop(columns=["suite", "meta_train_env_steps", "steps"]).to_string(index=False))
+        if cfg.learner.ensemble > 1:
+            out(f"every learner is an ensemble of {cfg.learner.ensemble} members; control plans with "
+                f"{cfg.planner.propagation} trajectory sampling, {cfg.planner.particles or cfg.learner.ensemble} particles")
+    out(f"wrote {out_csv}")
+    return table
+
+
+def _name_of(learner) -> str:
+    from meta_mbrl.meta import LEARNER_CLASSES, Ensemble
+
+    if isinstance(learner, Ensemble):
+        return learner.member
+    for name, cls in LEARNER_CLASSES.items():
+        if type(learner) is cls:
+            return name
+    raise ValueError(f"learner: {type(learner).__name__} is not a built-in learner")
