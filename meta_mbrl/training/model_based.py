@@ -19,6 +19,7 @@ import pandas as pd
 from meta_mbrl.data.buffer import TaskBuffer
 from meta_mbrl.data.rollout import collect
 from meta_mbrl.training.loop import meta_train
+from meta_mbrl.training.rundir import RunDirLock
 
 __all__ = ["model_based_meta_train"]
 
@@ -63,9 +64,20 @@ def model_based_meta_train(
     if rounds < 1 or steps_per_round < 1:
         raise ValueError(f"rounds/steps_per_round: expected >= 1, got {rounds}/{steps_per_round}")
     run = Path(run_dir) if run_dir is not None else None
+    if run is None:
+        return _rounds(learner, suite, tasks, buffer, make_agent, rounds, steps_per_round, episodes_per_task,
+                       envs_per_chunk, None, seed, progress, train_kwargs)
+    with RunDirLock(run):  # one process per run directory, across every round's training and collection
+        return _rounds(learner, suite, tasks, buffer, make_agent, rounds, steps_per_round, episodes_per_task,
+                       envs_per_chunk, run, seed, progress, train_kwargs)
+
+
+def _rounds(learner, suite, tasks, buffer, make_agent, rounds, steps_per_round, episodes_per_task, envs_per_chunk,
+            run, seed, progress, train_kwargs) -> pd.DataFrame:
     logs = []
     for r in range(rounds):
-        done_rounds = len({s["policy"] for s in buffer.sources if str(s.get("policy", "")).startswith(AGENT_SOURCE)})
+        done_rounds = len({s["policy"] for s in buffer.sources if str(s.get("policy", "")).startswith(AGENT_SOURCE)
+                           and s.get("status", "complete") == "complete"})
         if r > done_rounds:
             raise ValueError(f"buffer: holds {done_rounds} agent rounds, expected at least {r} to train round {r}")
         # with a run directory meta_train resumes from its checkpoint, so the target is cumulative
