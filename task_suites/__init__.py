@@ -5,19 +5,40 @@ Names:
     ``"custom:<train,...>|<test,...>"``: a custom ML split over any Meta-World v3 classes.
     ``"point-mass"``: the fast suite for tests and tutorials.
 
+Every suite's ``make_env(task, seed)`` returns a registered gymnasium env, exactly what ``gym.make``
+of its id returns (with the ``TimeLimit``). The ids are registered at ``import task_suites``:
+
+``"task_suites/PointMass-v0"``
+    One point mass; kwargs ``mass`` (1.0), ``damping`` (0.5), ``goal`` (``(0.0, 0.0)``) and
+    ``render_mode`` (``None`` or ``"rgb_array"``); 50 steps per episode (``max_episode_steps=`` changes it).
+``"task_suites/MetaWorld-v0"``
+    One task of a Meta-World suite by its stable id: ``task_id="ml10/test/door-close-v3/03"`` (the id's
+    prefix names the suite: ``ml10``, ``ml45``, ``ml1:<env>``, ``custom:<train>|<test>``), ``suite_seed``
+    (the seed the suite was made with, default 0), ``render_mode``; 500 steps per episode, goal hidden.
+
 Example:
+    >>> import gymnasium as gym
     >>> import task_suites
     >>> suite = task_suites.make("point-mass", seed=0)
     >>> len(suite.train_tasks), len(suite.test_tasks)
     (40, 10)
+    >>> env = gym.make("task_suites/PointMass-v0", mass=2.0, damping=0.1, goal=(1.0, -0.5))
+    >>> obs, info = env.reset(seed=0)
+    >>> bool((obs == env.reset(seed=0)[0]).all()), obs.shape
+    (True, (4,))
+    >>> type(suite.make_env(suite.test_tasks[0])) is type(env)  # both the TimeLimit-wrapped registered env
+    True
 """
 
 from __future__ import annotations
 
 from task_suites.base import BaseSuite, Task
-from task_suites.point_mass import PointMassSuite
+from task_suites.point_mass import PointMassEnv, PointMassSuite
+from task_suites.registration import METAWORLD_ID, POINT_MASS_ID, register_envs
 
-__all__ = ["make", "Task", "BaseSuite", "PointMassSuite", "NAMES"]
+__all__ = ["make", "Task", "BaseSuite", "PointMassSuite", "PointMassEnv", "NAMES", "POINT_MASS_ID", "METAWORLD_ID"]
+
+register_envs()
 
 NAMES = ("ml10", "ml45", "ml1:<env-name>", "custom:<train,...>|<test,...>", "point-mass")
 

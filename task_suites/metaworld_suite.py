@@ -2,14 +2,60 @@
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
 
 from task_suites.base import BaseSuite, Task
+from task_suites.registration import METAWORLD_ID
 
-__all__ = ["MetaWorldSuite"]
+__all__ = ["MetaWorldSuite", "make_task_env"]
+
+# live suites by (name, seed), so gym.make("task_suites/MetaWorld-v0", ...) reuses one the caller built
+_LIVE: weakref.WeakValueDictionary[tuple[str, int], MetaWorldSuite] = weakref.WeakValueDictionary()
+
+
+@functools.lru_cache(maxsize=2)
+def _build_suite(name: str, seed: int) -> BaseSuite:
+    from task_suites import make
+
+    return make(name, seed=seed)
+
+
+def make_task_env(task_id: str, suite_seed: int = 0, render_mode: str | None = None) -> gym.Env:
+    """Entry point of ``task_suites/MetaWorld-v0``: the raw Meta-World env of one suite task (goal hidden).
+
+    ``gym.make`` adds the 500-step ``TimeLimit``. The suite is the prefix of ``task_id`` (``"ml10"``,
+    ``"ml45"``, ``"ml1:<env>"``, ``"custom:<train>|<test>"``); a live suite of that name and seed is
+    reused, else one is built (and the last two built are cached).
+
+    Args:
+        task_id: a suite task's id, e.g. ``"ml10/test/door-close-v3/03"``.
+        suite_seed: seed of the suite's goals (``task_suites.make(name, seed=suite_seed)``).
+        render_mode: passed to the Meta-World env (``"rgb_array"`` renders offscreen).
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = gym.make("task_suites/MetaWorld-v0", task_id="ml10/test/door-close-v3/03")  # doctest: +SKIP
+        >>> env.reset(seed=0)[0].shape  # doctest: +SKIP
+        (39,)
+    """
+    parts = task_id.rsplit("/", 3) if isinstance(task_id, str) else []
+    if len(parts) != 4 or parts[1] not in ("train", "test") or parts[0] == "point-mass":
+        raise ValueError(f"task_id: expected a Meta-World suite task id '<suite>/<split>/<class>/<index>' "
+                         f"such as 'ml10/test/door-close-v3/03', got {task_id!r}")
+    if isinstance(suite_seed, bool) or not isinstance(suite_seed, int):
+        raise ValueError(f"suite_seed: expected an int, got {suite_seed!r}")
+    suite = _LIVE.get((parts[0], suite_seed))
+    if suite is None:
+        try:
+            suite = _build_suite(parts[0], suite_seed)
+        except ValueError as e:
+            raise ValueError(f"task_id: {task_id!r} names no Meta-World suite ({parts[0]!r}): {e}") from e
+    return suite._raw_env(suite.task(task_id), render_mode)
 
 
 class MetaWorldSuite(BaseSuite):
@@ -65,6 +111,7 @@ class MetaWorldSuite(BaseSuite):
         else:
             raise ValueError(f"benchmark: expected 'ML10', 'ML45', 'ML1:<env>' or 'custom', got {benchmark!r}")
         self.benchmark = bench
+        _LIVE[(self.name, self.seed)] = self
         self._classes = {**bench.train_classes, **bench.test_classes}
         self.train_classes = list(bench.train_classes)
         self.test_classes = list(bench.test_classes)
@@ -86,17 +133,26 @@ class MetaWorldSuite(BaseSuite):
             out.append(Task(f"{self.name}/{split}/{t.env_name}/{i:02d}", t.env_name, split, i, t))
         return out
 
-    def make_env(self, task: Task, seed: int | None = None) -> gym.Env:
-        """A gymnasium Env fixed to ``task`` (500-step episodes, goal hidden)."""
+    def _raw_env(self, task: Task, render_mode: str | None = None) -> gym.Env:
         if not isinstance(task, Task) or task.payload is None or task.name not in self._classes:
             raise ValueError(f"task: expected a task of suite {self.name!r}, got {task!r}")
-        env = self._classes[task.name]()
+        env = self._classes[task.name](**({} if render_mode is None else {"render_mode": render_mode}))
         env.set_task(task.payload)
+        return env
+
+    def make_env(self, task: Task, seed: int | None = None) -> gym.Env:
+        """``gym.make("task_suites/MetaWorld-v0", task_id=task.id, suite_seed=self.seed)``: 500-step episodes, goal hidden.
+
+        Args:
+            task: a task of this suite.
+            seed: seeds the Meta-World env (its ``reset`` ignores a seed) and its action space.
+        """
+        if not isinstance(task, Task) or task.payload is None or task.name not in self._classes:
+            raise ValueError(f"task: expected a task of suite {self.name!r}, got {task!r}")
+        _LIVE[(self.name, self.seed)] = self  # also in a worker process that unpickled this suite
+        env = gym.make(METAWORLD_ID, task_id=task.id, suite_seed=self.seed)
         if seed is not None:
-            env.seed(seed)
-        env = gym.wrappers.TimeLimit(env, env.max_path_length)
-        if seed is not None:
-            env.action_space.seed(seed)
+            env.unwrapped.seed(seed)
         return env
 
     def make_benchmark_envs(self, split: str = "test", meta_batch_size: int | None = None, seed: int | None = None,

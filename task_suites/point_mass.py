@@ -2,8 +2,9 @@
 
 The goal is hidden from the observation ``[x, y, vx, vy]``; it shows only through the reward
 ``-||p - goal|| - 0.01 ||a||^2``, exactly like Meta-World's ML benchmarks hide their goals. Tasks
-differ in dynamics (mass, damping) and reward (goal). The vector env is a single numpy-batched
-env (no per-env Python loop), which is what makes it fast.
+differ in dynamics (mass, damping) and reward (goal). The sync vector env is a single numpy-batched
+env (no per-env Python loop), which is what makes it fast; the async one is gymnasium's
+``AsyncVectorEnv`` over ``task_suites/PointMass-v0`` envs, and both give the same data for one seed.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import gymnasium as gym
 import numpy as np
 
 from task_suites.base import BaseSuite, Task
+from task_suites.registration import POINT_MASS_ID
 
 __all__ = ["PointMassSuite", "PointMassEnv", "PointMassVecEnv"]
 
 DT = 0.1
 BOUND = 2.0
 START = 1.5  # episodes start anywhere in [-1.5, 1.5]^2, so exploration data covers the goals' region
+MAX_SPEED = 10.0  # per axis; the suite's masses (>= 0.5) never get near it (< 5 wall to wall)
 
 
 def _params(tasks: Sequence[Task]) -> np.ndarray:
@@ -30,7 +33,7 @@ def _params(tasks: Sequence[Task]) -> np.ndarray:
 def _step(pos, vel, act, params):
     act = np.clip(act, -1.0, 1.0)
     mass, damping, goal = params[:, 0:1], params[:, 1:2], params[:, 2:4]
-    vel = vel + DT * (act / mass - damping * vel)
+    vel = np.clip(vel + DT * (act / mass - damping * vel), -MAX_SPEED, MAX_SPEED)
     pos = pos + DT * vel
     hit = np.abs(pos) > BOUND  # a wall stops the mass along that axis
     pos, vel = np.clip(pos, -BOUND, BOUND), np.where(hit, 0.0, vel)
@@ -39,7 +42,24 @@ def _step(pos, vel, act, params):
 
 
 class PointMassVecEnv(gym.vector.VectorEnv):
-    """Numpy-batched point masses, one per task; same-step autoreset at ``max_episode_steps``."""
+    """Numpy-batched point masses, one per task; same-step autoreset at ``max_episode_steps``.
+
+    Seeded like gymnasium's vector envs: ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``, and each
+    sub-env draws its start positions from its own generator, so it produces exactly the data of an
+    ``AsyncVectorEnv`` over :class:`PointMassEnv` envs (``make_vec_env(strategy="async")``).
+
+    Args:
+        tasks: point-mass tasks, one sub-env each.
+        max_episode_steps: episode length (every episode is truncated there).
+        seed: seeds the first reset if it is called without a seed (sub-env ``i`` gets ``seed + i``).
+
+    Example:
+        >>> import task_suites
+        >>> suite = task_suites.make("point-mass")
+        >>> env = PointMassVecEnv(suite.test_tasks[:3], max_episode_steps=50)
+        >>> env.reset(seed=0)[0].shape
+        (3, 4)
+    """
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
 
@@ -47,17 +67,22 @@ class PointMassVecEnv(gym.vector.VectorEnv):
         self.num_envs = len(tasks)
         self.params = _params(tasks)
         self.max_episode_steps = max_episode_steps
-        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float64)
+        self.single_observation_space = _observation_space()
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
-        self._rng = np.random.default_rng(seed)
+        self._seed(seed)
         self.pos = np.zeros((self.num_envs, 2))
         self.vel = np.zeros((self.num_envs, 2))
         self.t = np.zeros(self.num_envs, dtype=np.int64)
 
+    def _seed(self, seed: int | None) -> None:
+        seeds = [None] * self.num_envs if seed is None else [seed + i for i in range(self.num_envs)]
+        self._rngs = [gym.utils.seeding.np_random(s)[0] for s in seeds]
+
     def _reset_idx(self, idx):
-        self.pos[idx] = self._rng.uniform(-START, START, size=(len(idx), 2))
+        for i in idx:
+            self.pos[i] = self._rngs[i].uniform(-START, START, size=(1, 2))[0]
         self.vel[idx] = 0.0
         self.t[idx] = 0
 
@@ -66,7 +91,7 @@ class PointMassVecEnv(gym.vector.VectorEnv):
 
     def reset(self, *, seed=None, options=None):
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            self._seed(int(seed))
         self._reset_idx(np.arange(self.num_envs))
         return self._obs(), {}
 
@@ -85,31 +110,91 @@ class PointMassVecEnv(gym.vector.VectorEnv):
         return obs, reward, terminated, truncated, info
 
 
+def _real(name: str, x, *, positive: bool) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not np.isfinite(x) \
+            or (x <= 0 if positive else x < 0):
+        raise ValueError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, got {x!r}")
+    return float(x)
+
+
+def _observation_space() -> gym.spaces.Box:
+    """``[x, y, vx, vy]``: positions inside the walls, velocities at most ``MAX_SPEED`` per axis."""
+    high = np.array([BOUND, BOUND, MAX_SPEED, MAX_SPEED])
+    return gym.spaces.Box(-high, high, (4,), np.float64)
+
+
 class PointMassEnv(gym.Env):
-    """One point-mass task as a plain gymnasium Env (goal hidden)."""
+    """One point mass as a gymnasium Env: ``task_suites/PointMass-v0`` (goal hidden, no time limit of its own).
 
-    def __init__(self, task: Task, max_episode_steps: int, seed: int | None = None):
-        self.params = _params([task])
-        self.max_episode_steps = max_episode_steps
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float64)
+    Observation ``[x, y, vx, vy]`` (float64), action a force in ``[-1, 1]^2`` (float32), reward
+    ``-||p - goal|| - 0.01 ||a||^2``. Walls at ``|x|, |y| = 2`` stop the mass along that axis; speed is
+    capped at ``MAX_SPEED`` per axis (10, beyond any of the suite's tasks). It never
+    terminates; ``gym.make`` (and :meth:`PointMassSuite.make_env`) add the ``TimeLimit``.
+
+    Args:
+        mass: mass (> 0); the acceleration is ``action / mass``.
+        damping: velocity damping (>= 0).
+        goal: ``(x, y)`` of the hidden goal.
+        render_mode: ``None`` or ``"rgb_array"`` (a 64x64 top view: the mass blue, the goal red).
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import task_suites
+        >>> env = gym.make("task_suites/PointMass-v0", mass=2.0, goal=(1.0, 0.0))
+        >>> obs, _ = env.reset(seed=0)
+        >>> obs.shape, env.spec.max_episode_steps
+        ((4,), 50)
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / DT))}
+
+    def __init__(self, mass: float = 1.0, damping: float = 0.5, goal: Sequence[float] = (0.0, 0.0),
+                 render_mode: str | None = None):
+        mass, damping = _real("mass", mass, positive=True), _real("damping", damping, positive=False)
+        try:
+            g = np.asarray(goal, dtype=np.float64)
+        except (TypeError, ValueError):
+            g = np.full(0, np.nan)
+        if g.shape != (2,) or not np.isfinite(g).all():
+            raise ValueError(f"goal: expected two finite numbers (x, y), got {goal!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode: expected None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.mass, self.damping, self.goal = mass, damping, (float(g[0]), float(g[1]))
+        self.params = np.array([[self.mass, self.damping, *self.goal]], dtype=np.float64)
+        self.render_mode = render_mode
+        self.observation_space = _observation_space()
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self._rng = np.random.default_rng(seed)
-        if seed is not None:
-            self.action_space.seed(seed)
-
-    def reset(self, *, seed=None, options=None):
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
-        self.pos = self._rng.uniform(-START, START, size=(1, 2))
+        self.pos = np.zeros((1, 2))
         self.vel = np.zeros((1, 2))
-        self.t = 0
-        return np.concatenate([self.pos, self.vel], axis=1)[0], {}
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self.pos, self.vel], axis=1)[0]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.pos = self.np_random.uniform(-START, START, size=(1, 2))
+        self.vel = np.zeros((1, 2))
+        return self._obs(), {}
 
     def step(self, action):
         self.pos, self.vel, reward = _step(self.pos, self.vel, np.asarray(action, dtype=np.float64)[None], self.params)
-        self.t += 1
-        obs = np.concatenate([self.pos, self.vel], axis=1)[0]
-        return obs, float(reward[0]), False, self.t >= self.max_episode_steps, {}
+        return self._obs(), float(reward[0]), False, False, {}
+
+    def render(self) -> np.ndarray | None:
+        """A ``(64, 64, 3)`` uint8 top view in ``"rgb_array"`` mode, else ``None``."""
+        if self.render_mode != "rgb_array":
+            return None
+        size = 64
+        img = np.full((size, size, 3), 255, dtype=np.uint8)
+        yy, xx = np.mgrid[0:size, 0:size]
+
+        def disc(p, color):
+            cx, cy = ((np.asarray(p) + BOUND) / (2 * BOUND) * (size - 1))
+            img[(xx - cx) ** 2 + (yy - (size - 1 - cy)) ** 2 <= 6] = color
+
+        disc(self.goal, (220, 40, 40))
+        disc(self.pos[0], (40, 70, 220))
+        return img
 
 
 class PointMassSuite(BaseSuite):
@@ -154,11 +239,29 @@ class PointMassSuite(BaseSuite):
         self.train_tasks, self.test_tasks = draw("train", num_train), draw("test", num_test)
 
     def make_env(self, task: Task, seed: int | None = None) -> gym.Env:
+        """``gym.make("task_suites/PointMass-v0", ...)`` with the task's mass, damping and goal.
+
+        Args:
+            task: a task of this suite.
+            seed: seeds the first reset if it is called without a seed, and the action space.
+
+        Returns:
+            The registered env with its ``TimeLimit`` of ``max_episode_steps``.
+        """
         self.check_tasks([task])
-        return PointMassEnv(task, self.max_episode_steps, seed)
+        p = task.payload
+        env = gym.make(POINT_MASS_ID, mass=p["mass"], damping=p["damping"], goal=tuple(p["goal"]),
+                       max_episode_steps=self.max_episode_steps)
+        if seed is not None:
+            env.unwrapped.np_random = gym.utils.seeding.np_random(seed)[0]
+            env.action_space.seed(seed)
+        return env
 
     def make_vec_env(self, tasks: Sequence[Task], seed: int | None = None, strategy: str = "sync") -> gym.vector.VectorEnv:
-        """``"sync"``: one numpy-batched env (fast); ``"async"``: gymnasium's AsyncVectorEnv."""
+        """``"sync"``: one numpy-batched env (fast); ``"async"``: gymnasium's AsyncVectorEnv of :meth:`make_env` envs.
+
+        Both give the same observations and rewards for the same ``seed`` and actions.
+        """
         if strategy == "async":
             return super().make_vec_env(tasks, seed, strategy)
         if strategy != "sync":

@@ -18,6 +18,11 @@ def powerlaw_noise(beta: float, shape: tuple[int, ...], length: int, rng: np.ran
     """Gaussian noise with power spectrum ``1 / f**beta`` along the last axis, unit std.
 
     ``beta=0`` is white noise, ``1`` pink, ``2`` red (Brownian-like). Shapes: ``(*shape, length)``.
+
+    Example:
+        >>> x = powerlaw_noise(2.0, (3,), 100, np.random.default_rng(0))
+        >>> x.shape, bool(np.allclose(x.std(-1), 1.0))
+        ((3, 100), True)
     """
     freqs = np.fft.rfftfreq(length)
     freqs[0] = 1.0 / length
@@ -29,7 +34,17 @@ def powerlaw_noise(beta: float, shape: tuple[int, ...], length: int, rng: np.ran
 
 
 class UniformPolicy:
-    """Uniform random actions in ``[low, high]``."""
+    """Uniform random actions in ``[low, high]``.
+
+    Args:
+        low, high: action bounds ``(A,)``.
+        seed: seed of the policy's generator (``None``: fresh entropy).
+
+    Example:
+        >>> pol = UniformPolicy(-np.ones(2), np.ones(2), seed=0)
+        >>> pol(np.zeros((5, 4))).shape
+        (5, 2)
+    """
 
     name = "uniform"
 
@@ -49,6 +64,14 @@ class ColoredNoisePolicy:
         beta: spectral exponent (0 white, 1 pink, 2 red).
         episode_length: length of the generated sequence (longer episodes wrap around).
         scale: noise std relative to the half range.
+        seed: seed of the policy's generator (``None``: fresh entropy).
+
+    Example:
+        >>> pol = ColoredNoisePolicy(-np.ones(2), np.ones(2), episode_length=50, seed=0)
+        >>> pol.reset(np.ones(3, dtype=bool))  # three envs start an episode
+        >>> acts = np.stack([pol(np.zeros((3, 4))) for _ in range(50)])
+        >>> acts.shape, bool(np.abs(acts).max() <= 1)
+        ((50, 3, 2), True)
     """
 
     name = "colored-noise"
@@ -82,7 +105,19 @@ class ColoredNoisePolicy:
 
 
 class OUPolicy:
-    """Ornstein-Uhlenbeck noise: ``x += theta * (-x) + sigma * N(0, 1)`` per step, clipped."""
+    """Ornstein-Uhlenbeck noise: ``x += theta * (-x) + sigma * N(0, 1)`` per step, clipped.
+
+    Args:
+        low, high: action bounds ``(A,)``; actions are ``center + half_range * x``, clipped.
+        theta: pull toward zero per step.
+        sigma: noise std per step.
+        seed: seed of the policy's generator (``None``: fresh entropy).
+
+    Example:
+        >>> pol = OUPolicy(-np.ones(2), np.ones(2), seed=0)
+        >>> pol(np.zeros((4, 3))).shape
+        (4, 2)
+    """
 
     name = "ou"
 
@@ -107,7 +142,12 @@ class OUPolicy:
 
 
 def make_policy(policy, low, high, episode_length: int, seed: int | None = None):
-    """Returns ``policy`` if callable, else builds the named one from :data:`POLICIES`."""
+    """Returns ``policy`` if callable (it seeds itself), else builds the named one from :data:`POLICIES`.
+
+    Example:
+        >>> make_policy("ou", -np.ones(2), np.ones(2), episode_length=50, seed=0).name
+        'ou'
+    """
     if callable(policy):
         return policy
     if policy == "uniform":
