@@ -4,10 +4,48 @@ from __future__ import annotations
 
 import torch
 
-from meta_mbrl.checks import check_obs_act
+from meta_mbrl.checks import all_finite, check_obs_act, max_abs
 from meta_mbrl.types import Prediction
 
-__all__ = ["AdaptedModel", "EnsembleAdaptedModel"]
+__all__ = ["AdaptedModel", "EnsembleAdaptedModel", "check_prediction"]
+
+
+def check_prediction(adapted, pred: Prediction, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
+    """Returns ``pred``, or raises ValueError naming ``obs`` or ``act`` if it is not finite.
+
+    ``predict`` checked its inputs were finite, so a non-finite prediction means the inputs are
+    outside what the network can represent (normalized inputs that overflow float32 through its
+    layers), or the adapted parameters themselves are out of range; the message gives both scales and
+    names the input that is furthest out (``obs`` measured after normalization by the model's
+    observation normalizer, as the network sees it).
+
+    Example:
+        >>> import torch
+        >>> from meta_mbrl.models import DynamicsMLP
+        >>> m = DynamicsMLP(3, 1, hidden=(16,))
+        >>> _ = m.obs_norm.std.fill_(1e-3)  # as fitted on data with a near-constant feature
+        >>> am = AdaptedModel(m, {k: v.detach() for k, v in m.named_parameters()})
+        >>> am.predict(torch.full((2, 3), 1e36), torch.zeros(2, 1))  # 1e39 after normalization: beyond float32
+        Traceback (most recent call last):
+        ...
+        ValueError: obs: the model's prediction is not finite for these finite inputs (|obs| up to 1e+36, |act| up to 0); ...
+    """
+    if all_finite(*pred):
+        return pred
+    model = adapted.model
+    norm = getattr(model, "obs_norm", None)
+    with torch.no_grad():
+        o_raw, a = max_abs(obs), max_abs(act)
+        o = max_abs(norm.normalize(obs)) if callable(getattr(norm, "normalize", None)) else o_raw
+        p = max_abs(*adapted.params.values())
+        z = max_abs(adapted.task_vector) if adapted.task_vector is not None else None
+    name = "obs" if not o < a else "act"
+    zs = "" if z is None else f", |task_vector| up to {z:.3g}"
+    raise ValueError(
+        f"{name}: the model's prediction is not finite for these finite inputs (|obs| up to {o_raw:.3g}, |act| up to "
+        f"{a:.3g}); the inputs are too large for this model (normalized |obs| up to {o:.3g} overflows its layers), "
+        f"or its adapted parameters are out of range (|parameters| up to {p:.3g}{zs})"
+    )
 
 
 class _TaskBatched:
@@ -112,9 +150,15 @@ class AdaptedModel(_TaskBatched):
         return k in own and v.dim() == own[k].dim() + 1
 
     def predict(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
-        """Predicts next observation and reward (see Shapes); raises ValueError on bad input."""
+        """Predicts next observation and reward (see Shapes).
+
+        Raises:
+            ValueError: on bad input (dims, dtype, device, non-finite values, task dim), or naming
+                ``obs`` / ``act`` when the prediction for finite inputs is not finite (inputs too large
+                for the model; see :func:`check_prediction`).
+        """
         self.check_inputs(obs, act)
-        return self.predict_unchecked(obs, act)
+        return check_prediction(self, self.predict_unchecked(obs, act), obs, act)
 
     def check_inputs(self, obs: torch.Tensor, act: torch.Tensor) -> None:
         """Raises ValueError unless ``(obs, act)`` fit ``predict``: dims, dtype, device, finiteness, task dim."""
@@ -126,7 +170,11 @@ class AdaptedModel(_TaskBatched):
             )
 
     def predict_unchecked(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
-        """``predict`` without input validation, for hot loops whose inputs were checked once (planner rollouts)."""
+        """``predict`` without input or output validation, for hot loops whose inputs were checked once.
+
+        Planner rollouts (:func:`~meta_mbrl.planning.imagine`) call it after the first step and check
+        the finiteness of the returns they accumulate instead.
+        """
         if self.task_vector is None:
             return self.model.predict_params(self.params, obs, act)
         return self.model.predict_params(self.params, obs, act, z=self.task_vector)
@@ -205,9 +253,9 @@ class EnsembleAdaptedModel(_TaskBatched):
         self._first.check_inputs(obs, act)
 
     def predict_members(self, obs: torch.Tensor, act: torch.Tensor, per_member: bool = False) -> Prediction:
-        """Every member's prediction, stacked along a leading ``E`` dim (see Shapes); validates the inputs."""
+        """Every member's prediction, stacked along a leading ``E`` dim (see Shapes); validates inputs and outputs."""
         self.check_inputs(obs, act, per_member)
-        return self.predict_members_unchecked(obs, act, per_member)
+        return check_prediction(self, self.predict_members_unchecked(obs, act, per_member), obs, act)
 
     def _layout(self) -> tuple[str, dict[str, torch.Tensor], torch.Tensor | None]:
         """How the stacked members map onto the network's task-batched forward (computed once).
@@ -253,9 +301,9 @@ class EnsembleAdaptedModel(_TaskBatched):
         return out
 
     def predict(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
-        """The members' mean prediction and their spread (see the class docstring); validates the inputs."""
+        """The members' mean prediction and their spread (see the class docstring); validates inputs and outputs."""
         self.check_inputs(obs, act)
-        return self.predict_unchecked(obs, act)
+        return check_prediction(self, self.predict_unchecked(obs, act), obs, act)
 
     def predict_unchecked(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
         """:meth:`predict` without input validation."""

@@ -212,3 +212,44 @@ def test_mpc_agent_plans_with_an_ensemble(pm_suite):
         make_objective(ens.prior(), torch.zeros(4), particles=3)
     with pytest.raises(ValueError, match="propagation: expected one of ts1|tsinf|mean"):
         MPCController(planner, propagation="ts2")
+
+
+# ---------------------------------------------------------------------------- adapt options and overflow, both modes
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_ensemble_forwards_adapt_options_to_members_in_both_modes(mode):
+    ctx = random_transitions(2, 8, seed=3)
+    ens = tiny_ensemble("maml", size=2)
+    ens.adapt_mode = mode
+    assert ens.ADAPT_OPTIONS == ("steps", "lr")
+    for opts in ({"steps": 0}, {"steps": 3, "lr": 0.05}):
+        got = ens.adapt(ctx, **opts)
+        for e, m in enumerate(ens.members):
+            want = m.adapt(ctx, **opts)
+            for k, v in want.params.items():
+                torch.testing.assert_close(got.params[k][e], v, atol=1e-5, rtol=1e-5)
+    for bad, msg in (({"steps": 1.5}, r"^steps: expected an integer"), ({"lr": float("nan")}, r"^lr: expected"),
+                     ({"sample": True}, r"^sample: maml"), ({"foo": 1}, r"^foo: not an adapt option of maml")):
+        with pytest.raises(ValueError, match=msg):
+            ens.adapt(ctx, **bad)
+    big = random_transitions(8, seed=4)
+    big.obs[0, 0] = 1e30
+    with pytest.raises(ValueError, match=r"^context: adaptation produced non-finite parameters"):
+        ens.adapt(big)
+
+
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_ensemble_of_pearl_samples_with_a_generator_and_cadm_rejects_steps(mode):
+    ctx = random_transitions(8, seed=5)
+    pearl = tiny_ensemble("pearl", size=2)
+    pearl.adapt_mode = mode
+    assert pearl.ADAPT_OPTIONS == ("sample", "generator")
+    z1 = pearl.adapt(ctx, sample=True, generator=torch.Generator().manual_seed(0)).task_vector
+    z2 = pearl.adapt(ctx, sample=True, generator=torch.Generator().manual_seed(0)).task_vector
+    torch.testing.assert_close(z1, z2)
+    assert not torch.equal(z1[0], z1[1]) and not torch.equal(z1, pearl.adapt(ctx).task_vector)
+    cadm = tiny_ensemble("cadm", size=2)
+    cadm.adapt_mode = mode
+    assert cadm.ADAPT_OPTIONS == ()
+    cadm.adapt(ctx, steps=None)
+    with pytest.raises(ValueError, match=r"^steps: cadm adapts in one forward pass"):
+        cadm.adapt(ctx, steps=2)

@@ -342,3 +342,19 @@ def test_compare_learners_one_table_and_a_diverging_learner_keeps_its_row(pm_sui
     assert np.isfinite(ok[cols].to_numpy(float)).all()
     assert table.loc[1, cols].isna().all()
     assert set(kshot["learner"]) == {"maml", "cadm"} and set(kshot["k"]) == {4, 8}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_agent_style_adapt_options_work_or_are_rejected_by_name(name):
+    """What the agent and the CLI pass to any learner: ``adapt(context, steps=N)``; never a TypeError."""
+    learner = tiny_learner(name)
+    ctx = random_transitions(2, 8, seed=6)
+    cls = type(learner)
+    assert cls.ADAPT_OPTIONS == learner.ADAPT_OPTIONS
+    if "steps" in cls.ADAPT_OPTIONS:
+        assert learner.adapt(ctx, steps=2).num_tasks == 2
+    else:
+        with pytest.raises(ValueError, match=rf"^steps: {name} adapts in one forward pass"):
+            learner.adapt(ctx, steps=2)
+    with pytest.raises(ValueError, match=rf"^nope: not an adapt option of {name}; expected one of"):
+        learner.adapt(ctx, nope=1)

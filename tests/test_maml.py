@@ -139,8 +139,11 @@ def test_adapt_zero_steps_is_prior_and_overrides_apply():
     ctx = random_transitions(8, seed=2)
     obs, act = torch.randn(3, 5), torch.randn(3, 2)
     torch.testing.assert_close(learner.adapt(ctx, steps=0).predict(obs, act).next_obs, model.predict(obs, act).next_obs)
-    a1 = learner.adapt(ctx, steps=1, lr=0.0).predict(obs, act).next_obs
-    torch.testing.assert_close(a1, model.predict(obs, act).next_obs)
+    other = MAML(model, inner_lr=0.2, inner_steps=3)
+    a1 = learner.adapt(ctx, steps=3, lr=0.2).predict(obs, act).next_obs
+    torch.testing.assert_close(a1, other.adapt(ctx).predict(obs, act).next_obs)
+    with pytest.raises(ValueError, match=r"^lr: expected a finite number in \(0\.0, 10000\.0\], got 0\.0"):
+        learner.adapt(ctx, lr=0.0)  # a zero step size is steps=0 in disguise: rejected like any non-positive lr
 
 
 def test_meta_training_step_improves_post_adaptation_loss():
@@ -164,3 +167,17 @@ def test_constructor_rejects_bad_arguments():
         MAML(model, adapt_params=["nope"])
     with pytest.raises(ValueError, match="inner_steps"):
         MAML(model, inner_steps=-1)
+
+
+def test_constructor_rejects_bad_learning_rates_and_step_counts():
+    model = small_model()
+    for bad in (float("nan"), float("inf"), 0.0, -0.01, 1e30, True):
+        with pytest.raises(ValueError, match=r"^inner_lr: expected a finite number in \(0\.0, 10000\.0\]"):
+            MAML(model, inner_lr=bad)
+    for bad in (1.5, True, "2", -1):
+        with pytest.raises(ValueError, match=r"^inner_steps: expected an integer >= 0"):
+            MAML(model, inner_steps=bad)
+    with pytest.raises(ValueError, match=r"^first_order: expected True or False, got 'no'"):
+        MAML(model, first_order="no")
+    with pytest.raises(ValueError, match=r"^adapt_params: expected a list of parameter names"):
+        MAML(model, adapt_params="layers.0.weight")

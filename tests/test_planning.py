@@ -308,3 +308,78 @@ def test_bad_input_raises_value_error_naming_the_argument():
     with pytest.raises(ValueError, match="obs_dim"):
         FunctionModel(lambda o, a: (o, o[..., 0]), 0, 2)
     assert isinstance(DynamicsMLP(3, 1, hidden=(8,)), DynamicsMLP)
+
+
+# ---------------------------------------------------------------- dtypes, shapes and overflow
+def test_imagine_and_objective_reject_wrong_dtypes_instead_of_casting():
+    am = AdaptedModel.from_prior(small_model(hidden=(8,)))  # float32, obs 5, act 2
+    obs, acts = torch.zeros(5), torch.zeros(4, 3, 2)
+    assert imagine(am, obs, acts).shape == (4,)
+    with pytest.raises(ValueError, match=r"^actions: expected dtype torch.float32, got torch.float64"):
+        imagine(am, obs, acts.double())
+    with pytest.raises(ValueError, match=r"^actions: expected dtype torch.float32, got torch.int64"):
+        imagine(am, obs, acts.long())
+    with pytest.raises(ValueError, match=r"^obs: expected dtype torch.float32, got torch.float64"):
+        imagine(am, obs.double(), acts.double())
+    with pytest.raises(ValueError, match=r"^obs: expected dtype torch.float32, got torch.int64"):
+        imagine(am, obs.long(), acts)
+    with pytest.raises(ValueError, match=r"^obs: expected dtype torch.float32 \(or a dtype that casts to it exactly\), got torch.float64"):
+        make_objective(am, obs.double())
+    with pytest.raises(ValueError, match=r"^obs: expected an array of floats, got dtype int64"):
+        make_objective(am, np.zeros(5, np.int64))
+    objective = make_objective(am, np.zeros(5))  # an env's float64 numpy obs: converted at the boundary
+    assert objective.obs.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"^actions: expected dtype torch.float32 \(or a dtype that casts to it exactly\)"):
+        objective(acts.double())
+    assert objective(acts.half()).shape == (4,)  # float16 -> float32 is exact
+    model64 = FunctionModel(lambda o, a: (o + a, -o.square().sum(-1)), 2, 2, dtype=torch.float64)
+    assert make_objective(model64, torch.zeros(2))(torch.zeros(3, 2, 2)).shape == (3,)  # the planners' float32 samples
+    with pytest.raises(ValueError, match=r"^actions: expected dtype torch.float64, got torch.float32"):
+        imagine(model64, torch.zeros(2, dtype=torch.float64), torch.zeros(3, 2, 2))  # imagine itself never casts
+
+
+@pytest.mark.parametrize("name", PLANNERS)
+def test_planners_reject_wrong_init_mean_dtypes_and_shapes(name):
+    planner = PLANNERS[name][0](3, seed=0) if name != "rs" else RandomShooting(LOW, HIGH, 3, population=8, seed=0)
+    obj = quadratic(torch.zeros(3, 2))
+    assert planner.plan(obj, np.zeros((3, 2))).shape == (3, 2)  # float64 numpy: converted
+    for bad, msg in ((torch.zeros(3, 2, dtype=torch.float64), r"expected dtype torch.float32 \(or a dtype"),
+                     (torch.zeros(3, 2, dtype=torch.int32), r"expected dtype torch.float32, got torch.int32"),
+                     (np.zeros((3, 2), np.int64), r"expected an array of floats, got dtype int64"),
+                     (torch.zeros(3, 3), r"expected shape \(3, 2\)"), (torch.zeros(0, 3, 2), r"expected shape"),
+                     ([[0.0, 0.0]] * 3, r"expected a tensor")):
+        with pytest.raises(ValueError, match=rf"^init_mean: {msg}"):
+            planner.plan(obj, bad)
+
+
+def test_mpc_rejects_integer_and_narrowing_obs():
+    am = AdaptedModel.from_prior(small_model(hidden=(8,)))
+    mpc = MPCController(CEM(LOW, HIGH, 3, population=8, iterations=1, seed=0), num_envs=2)
+    assert mpc.act(np.zeros((2, 5)), am).shape == (2, 2)  # float64 numpy from an env
+    with pytest.raises(ValueError, match=r"^obs: expected an array of floats, got dtype int64"):
+        mpc.act(np.zeros((2, 5), np.int64), am)
+    with pytest.raises(ValueError, match=r"^obs: expected dtype torch.float32 \(or a dtype that casts to it exactly\), got torch.float64"):
+        mpc.act(torch.zeros(2, 5, dtype=torch.float64), am)
+    with pytest.raises(ValueError, match=r"^obs: expected a floating-point dtype, got torch.int64"):
+        mpc.act(torch.zeros(2, 5, dtype=torch.long), am)
+    with pytest.raises(ValueError, match=r"^device: 'cuda' is not available"):
+        if torch.cuda.is_available():
+            raise ValueError("device: 'cuda' is not available (skipped on a GPU machine)")
+        MPCController(CEM(LOW, HIGH, 3), device="cuda")
+
+
+def test_imagine_raises_when_the_rollout_overflows():
+    grow = FunctionModel(lambda o, a: (o * 1e20 + a, o.sum(-1)), obs_dim=2, act_dim=2)  # finite inputs, inf after 2 steps
+    with pytest.raises(ValueError, match=r"^obs: the imagined returns are not finite for 4 of 4 candidate\(s\) although obs "
+                                         r"and actions are finite"):
+        imagine(grow, torch.ones(2), torch.zeros(4, 3, 2))
+    with pytest.raises(ValueError, match=r"^obs: the imagined returns are not finite"):
+        make_objective(grow, torch.ones(1, 2))(torch.zeros(1, 4, 3, 2))
+    assert torch.isfinite(imagine(grow, torch.ones(2), torch.zeros(4, 1, 2))).all()  # one step: fine
+    model = small_model(hidden=(8,))
+    model.obs_norm.std.fill_(1e-3)  # 1e36 normalizes to 1e39: beyond float32
+    am = AdaptedModel.from_prior(model)
+    with pytest.raises(ValueError, match=r"^obs: the imagined returns are not finite for 4 of 4"):  # names imagine's arguments
+        imagine(am, torch.full((5,), 1e36), torch.zeros(4, 3, 2))
+    with pytest.raises(ValueError, match=r"^actions: the imagined returns are not finite"):  # not predict's "act"
+        imagine(am, torch.zeros(5), torch.full((4, 3, 2), 3.4e38))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meta_mbrl.adaptation import AdaptedModel
-from meta_mbrl.checks import check_transitions
+from meta_mbrl.checks import check_adapted, check_bool, check_float, check_options, check_sizes, check_transitions
 from meta_mbrl.types import TaskBatch, Transitions
 
 __all__ = ["CaDM", "PEARL"]
@@ -47,11 +47,9 @@ class _ContextLearner(nn.Module):
                 f"model: expected a network conditioned on a task vector (context_dim > 0), got context_dim={zdim}; "
                 "build it with DynamicsMLP(..., context_dim=Z) or use meta_mbrl.meta.make_learner"
             )
-        if encoder_activation not in _ENC_ACTIVATIONS:
+        if not isinstance(encoder_activation, str) or encoder_activation not in _ENC_ACTIVATIONS:
             raise ValueError(f"encoder_activation: expected one of {sorted(_ENC_ACTIVATIONS)}, got {encoder_activation!r}")
-        hidden = [int(h) for h in encoder_hidden]
-        if not hidden or min(hidden) < 1:
-            raise ValueError(f"encoder_hidden: expected a non-empty list of positive widths, got {list(encoder_hidden)}")
+        hidden = list(check_sizes("encoder_hidden", encoder_hidden))
         self.model, self.context_dim = model, zdim
         self.encoder_hidden, self.encoder_activation = hidden, encoder_activation
         self._enc_act = _ENC_ACTIVATIONS[encoder_activation]
@@ -76,6 +74,16 @@ class _ContextLearner(nn.Module):
         check_transitions("context", context, obs_dim=self.model.obs_dim, act_dim=self.model.act_dim,
                           dtype=ref.dtype, device=ref.device, min_dims=1, max_dims=2)
         return context.obs.shape[0] if context.obs.dim() == 3 else None
+
+    def _check_options(self, opts: dict, accepted: tuple[str, ...]) -> dict:
+        """Checks ``adapt``'s keyword options: ``accepted`` ones, and ``steps`` / ``lr`` only as ``None``."""
+        name = type(self).__name__.lower()
+        why = f"{name} adapts in one forward pass of its encoder and takes no gradient steps"
+        reasons = {"steps": why, "lr": why}
+        if "sample" not in accepted:
+            reasons.update(sample=f"{name}'s encoder is deterministic (no posterior to sample)",
+                           generator=f"{name}'s encoder is deterministic (no posterior to sample)")
+        return check_options(name, opts, accepted, reasons)
 
     def _params(self) -> dict[str, torch.Tensor]:
         return {k: v.detach() for k, v in self.model.named_parameters()}
@@ -133,7 +141,14 @@ class CaDM(_ContextLearner):
         >>> ctx = Transitions(torch.randn(8, 3), torch.randn(8, 1), torch.randn(8), torch.randn(8, 3))
         >>> learner.adapt(ctx).task_vector.shape
         torch.Size([4])
+        >>> learner.adapt(ctx, steps=3)
+        Traceback (most recent call last):
+        ...
+        ValueError: steps: cadm adapts in one forward pass of its encoder and takes no gradient steps; got steps=3
     """
+
+    ADAPT_OPTIONS: tuple[str, ...] = ()
+    """``adapt`` takes no options: ``steps`` / ``lr`` / ``sample`` / ``generator`` are accepted only as ``None``."""
 
     def __init__(
         self,
@@ -145,11 +160,10 @@ class CaDM(_ContextLearner):
         prior_weight: float = 0.0,
     ):
         super().__init__(model, encoder_hidden, encoder_activation)
-        if backward_weight < 0 or prior_weight < 0:
-            raise ValueError(f"backward_weight/prior_weight: expected >= 0, got {backward_weight}/{prior_weight}")
-        self.backward_weight, self.prior_weight = float(backward_weight), float(prior_weight)
+        self.backward_weight = check_float("backward_weight", backward_weight, 0.0)
+        self.prior_weight = check_float("prior_weight", prior_weight, 0.0)
         self.head = nn.Linear(self.encoder_hidden[-1], self.context_dim)
-        self.backward_hidden = None if backward_hidden is None else [int(h) for h in backward_hidden]
+        self.backward_hidden = None if backward_hidden is None else list(check_sizes("backward_hidden", backward_hidden))
         if self.backward_weight > 0:
             o, a = model.obs_dim, model.act_dim
             sizes = [o + a + self.context_dim, *(self.backward_hidden or model.hidden), o]
@@ -206,14 +220,26 @@ class CaDM(_ContextLearner):
         return loss, {**info, **self._pre_losses(batch)}
 
     @torch.no_grad()
-    def adapt(self, context: Transitions) -> AdaptedModel:
+    def adapt(self, context: Transitions, **opts) -> AdaptedModel:
         """Encodes the context of one task (``(K, ·)``) or a batch (``(T, K, ·)``): one forward pass.
+
+        Args:
+            context: transitions from the new task(s).
+            **opts: none apply (see :attr:`ADAPT_OPTIONS`); the options of other learners (``steps``,
+                ``lr``, ``sample``, ``generator``) are accepted as ``None`` and rejected by name otherwise.
 
         Returns:
             An :class:`AdaptedModel` holding the prior's parameters and ``z`` (``(Z,)`` or ``(T, Z)``).
+
+        Raises:
+            ValueError: naming the argument: an option, a bad context, or ``context`` when its
+                encoding is not finite (values too large for the encoder).
         """
+        self._check_options(opts, self.ADAPT_OPTIONS)
         num_tasks = self._check_context(context)
-        return AdaptedModel(self.model, self._params(), num_tasks, task_vector=self.encode(context))
+        z = self.encode(context)
+        check_adapted("context", context, self.model, {"z": z}, what="task vector")
+        return AdaptedModel(self.model, self._params(), num_tasks, task_vector=z)
 
 
 class PEARL(_ContextLearner):
@@ -247,7 +273,12 @@ class PEARL(_ContextLearner):
         >>> mean, var = learner.posterior(ctx)
         >>> mean.shape, bool((var < 1).all())
         (torch.Size([2, 4]), True)
+        >>> learner.ADAPT_OPTIONS
+        ('sample', 'generator')
     """
+
+    ADAPT_OPTIONS: tuple[str, ...] = ("sample", "generator")
+    """The keyword options of :meth:`adapt` (``steps`` / ``lr`` are accepted only as ``None``)."""
 
     def __init__(
         self,
@@ -258,9 +289,8 @@ class PEARL(_ContextLearner):
         min_var: float = 1e-6,
     ):
         super().__init__(model, encoder_hidden, encoder_activation)
-        if kl_weight < 0 or min_var <= 0:
-            raise ValueError(f"kl_weight/min_var: expected >= 0 / > 0, got {kl_weight}/{min_var}")
-        self.kl_weight, self.min_var = float(kl_weight), float(min_var)
+        self.kl_weight = check_float("kl_weight", kl_weight, 0.0)
+        self.min_var = check_float("min_var", min_var, 0.0, low_open=True)
         self.head = nn.Linear(self.encoder_hidden[-1], 2 * self.context_dim)
 
     def init_kwargs(self) -> dict:
@@ -310,20 +340,33 @@ class PEARL(_ContextLearner):
         return loss, {**info, **self._pre_losses(batch)}
 
     @torch.no_grad()
-    def adapt(self, context: Transitions, sample: bool = False, generator: torch.Generator | None = None) -> AdaptedModel:
+    def adapt(self, context: Transitions, sample: bool | None = None, generator: torch.Generator | None = None,
+              **opts) -> AdaptedModel:
         """Conditions the prior on the posterior of one task (``(K, ·)``) or a batch (``(T, K, ·)``).
 
         Args:
             context: transitions from the new task(s).
-            sample: use a sample of the posterior instead of its mean.
-            generator: random generator for the sample (on the model's device).
+            sample: use a sample of the posterior instead of its mean (``None``: ``False``).
+            generator: random generator for the sample (a ``torch.Generator`` on the model's device).
+            **opts: ``steps`` / ``lr`` (gradient learners' options) are accepted only as ``None``.
 
         Returns:
             An :class:`AdaptedModel` holding the prior's parameters and ``z``.
+
+        Raises:
+            ValueError: naming the argument: an option, a bad context, or ``context`` when the
+                posterior is not finite (values too large for the encoder).
         """
+        self._check_options(opts, self.ADAPT_OPTIONS)
+        sample = False if sample is None else check_bool("sample", sample)
+        ref = next(self.model.parameters())
+        if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != ref.device.type):
+            got = f"one on {generator.device}" if isinstance(generator, torch.Generator) else type(generator).__name__
+            raise ValueError(f"generator: expected None or a torch.Generator on {ref.device}, got {got}")
         num_tasks = self._check_context(context)
         mean, var = self._posterior(context)
         z = mean
         if sample:
             z = mean + var.sqrt() * torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        check_adapted("context", context, self.model, {"z": z}, what="task vector")
         return AdaptedModel(self.model, self._params(), num_tasks, task_vector=z)

@@ -26,6 +26,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from meta_mbrl.adaptation import EnsembleAdaptedModel
+from meta_mbrl.checks import check_adapted, check_bool, check_int, deferred_adapted_checks
+from meta_mbrl.meta.registry import LEARNER_CLASSES, build_learner
 from meta_mbrl.types import TaskBatch, Transitions
 
 __all__ = ["Ensemble"]
@@ -85,21 +87,23 @@ class Ensemble(nn.Module):
     def __init__(self, model: nn.Module, member: str = "maml", size: int = 5, bootstrap: bool = False,
                  member_kwargs: dict | None = None, adapt_mode: str = "auto"):
         super().__init__()
-        from meta_mbrl.meta.registry import LEARNER_CLASSES, build_learner
-
-        if member not in LEARNER_CLASSES:
+        if not isinstance(member, str) or member not in LEARNER_CLASSES:
             raise ValueError(f"member: expected one of {'|'.join(LEARNER_CLASSES)}, got {member!r}")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size: expected an int >= 1 (the number of members E), got {size!r}")
-        self.member, self.size, self.bootstrap = member, int(size), bool(bootstrap)
+        size = check_int("size", size, 1)
+        self.member, self.size, self.bootstrap = member, size, check_bool("bootstrap", bootstrap)
         kwargs = dict(member_kwargs or {})
         self.members = nn.ModuleList(
             build_learner(member, model if i == 0 else _fresh_copy(model), **kwargs) for i in range(self.size)
         )
         self.member_kwargs = self.members[0].init_kwargs() if hasattr(self.members[0], "init_kwargs") else kwargs
-        if adapt_mode not in ("auto", "vmap", "loop"):
+        if not isinstance(adapt_mode, str) or adapt_mode not in ("auto", "vmap", "loop"):
             raise ValueError(f"adapt_mode: expected one of auto|vmap|loop, got {adapt_mode!r}")
         self.adapt_mode = adapt_mode
+
+    @property
+    def ADAPT_OPTIONS(self) -> tuple[str, ...]:  # noqa: N802 -- the learners' class attribute, per instance here
+        """The keyword options of :meth:`adapt`: the members' (``LEARNER_CLASSES[member].ADAPT_OPTIONS``)."""
+        return tuple(getattr(self.members[0], "ADAPT_OPTIONS", ()))
 
     @property
     def model(self) -> nn.Module:
@@ -143,7 +147,9 @@ class Ensemble(nn.Module):
         mode = self.adapt_mode
         if mode == "auto":
             mode = "loop" if next(self.parameters()).device.type == "cpu" else "vmap"
-        if mode == "loop" or self.member == "finetune":
+        # FineTune (Adam) has no batching rules; an explicit generator is one stream shared by the members,
+        # which vmap cannot split: both run member by member
+        if mode == "loop" or self.member == "finetune" or kwargs.get("generator") is not None:
             outs = [getattr(m, method)(*args, **kwargs) for m in self.members]
             params = {k: torch.stack([o.params[k] for o in outs]) for k in outs[0].params}
             z = None if outs[0].task_vector is None else torch.stack([o.task_vector for o in outs])
@@ -155,9 +161,11 @@ class Ensemble(nn.Module):
         def one(p, b):
             return functional_call(call, (p, b), args, kwargs)
 
-        with torch.no_grad():
+        with torch.no_grad(), deferred_adapted_checks():  # no per-member bool() under vmap: checked stacked, below
             out = vmap(one, randomness="different")(*state)
         z = out[1] if len(out) == 2 else None
+        if method == "adapt":
+            check_adapted("context", args[0], self.model, {**out[0], "z": z})
         return EnsembleAdaptedModel(self.model, out[0], num_tasks, task_vector=z)
 
     def prior(self, num_tasks: int | None = None) -> EnsembleAdaptedModel:
@@ -169,10 +177,14 @@ class Ensemble(nn.Module):
 
         Args:
             context: transitions ``(K, ·)`` from one task or ``(T, K, ·)`` from a batch of tasks.
-            **opts: passed to each member's ``adapt`` (e.g. ``steps``, ``lr``).
+            **opts: passed to each member's ``adapt`` in either mode (e.g. ``steps``, ``lr``; see
+                :attr:`ADAPT_OPTIONS`); a member rejects a bad one by name.
 
         Returns:
             An :class:`~meta_mbrl.adaptation.EnsembleAdaptedModel` of ``E`` members; no member is modified.
+
+        Raises:
+            ValueError: as the members' ``adapt`` (a bad option or context, non-finite adapted members).
         """
         if not isinstance(context, Transitions) or not isinstance(context.obs, torch.Tensor):
             raise ValueError(f"context: expected a Transitions of tensors, got {type(context).__name__}")

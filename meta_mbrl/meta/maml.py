@@ -24,12 +24,21 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from meta_mbrl.adaptation import AdaptedModel
-from meta_mbrl.checks import check_transitions
+from meta_mbrl.checks import (
+    MAX_LR,
+    check_adapted,
+    check_bool,
+    check_int,
+    check_options,
+    check_positive_float,
+    check_transitions,
+)
 from meta_mbrl.types import TaskBatch, Transitions
 
 __all__ = ["MAML"]
 
 _BACKENDS = ("batched", "func")
+_NO_SAMPLE = "{name} adapts by deterministic gradient steps and draws no sample of a posterior"
 
 
 class MAML(nn.Module):
@@ -54,7 +63,12 @@ class MAML(nn.Module):
         >>> ctx = Transitions(torch.randn(8, 3), torch.randn(8, 1), torch.randn(8), torch.randn(8, 3))
         >>> learner.adapt(ctx).predict(torch.zeros(2, 3), torch.zeros(2, 1)).next_obs.shape
         torch.Size([2, 3])
+        >>> learner.ADAPT_OPTIONS
+        ('steps', 'lr')
     """
+
+    ADAPT_OPTIONS: tuple[str, ...] = ("steps", "lr")
+    """The keyword options of :meth:`adapt` (``sample`` / ``generator`` are rejected by name)."""
 
     def __init__(
         self,
@@ -67,8 +81,11 @@ class MAML(nn.Module):
         backend: str = "batched",
     ):
         super().__init__()
-        if inner_steps < 0:
-            raise ValueError(f"inner_steps: expected >= 0, got {inner_steps}")
+        inner_lr = check_positive_float("inner_lr", inner_lr, max=MAX_LR)
+        inner_steps = check_int("inner_steps", inner_steps, 0)
+        first_order, meta_sgd = check_bool("first_order", first_order), check_bool("meta_sgd", meta_sgd)
+        if adapt_params is not None and (isinstance(adapt_params, str) or not all(isinstance(n, str) for n in adapt_params)):
+            raise ValueError(f"adapt_params: expected a list of parameter names, got {adapt_params!r}")
         if backend not in _BACKENDS:
             raise ValueError(f"backend: expected one of {_BACKENDS}, got {backend!r}")
         self.model = model
@@ -165,20 +182,27 @@ class MAML(nn.Module):
         return AdaptedModel.from_prior(self.model, num_tasks)
 
     @torch.no_grad()
-    def adapt(self, context: Transitions, steps: int | None = None, lr: float | None = None) -> AdaptedModel:
+    def adapt(self, context: Transitions, steps: int | None = None, lr: float | None = None, **opts) -> AdaptedModel:
         """Adapts the prior to one task (context ``(K, ·)``) or a batch (``(T, K, ·)``).
 
         Args:
             context: transitions from the new task(s).
-            steps: inner SGD steps (default: ``inner_steps``).
-            lr: a scalar step size overriding the (learned) inner learning rates.
+            steps: inner SGD steps, an integer ``>= 0`` (default: ``inner_steps``).
+            lr: a scalar step size in ``(0, MAX_LR]`` overriding the (learned) inner learning rates.
+            **opts: nothing else; ``sample`` / ``generator`` (PEARL's) are accepted only as ``None``.
 
         Returns:
             An :class:`AdaptedModel`; the prior is not modified.
+
+        Raises:
+            ValueError: naming the argument: a bad option, a bad context, or ``context`` when the
+                steps produce non-finite parameters (values too large for the model).
         """
-        steps = self.inner_steps if steps is None else int(steps)
-        if steps < 0:
-            raise ValueError(f"steps: expected >= 0, got {steps}")
+        name = type(self).__name__.lower()
+        check_options(name, opts, self.ADAPT_OPTIONS, {"sample": _NO_SAMPLE.format(name=name), "generator": _NO_SAMPLE.format(name=name)})
+        steps = self.inner_steps if steps is None else check_int("steps", steps, 0)
+        if lr is not None:
+            lr = check_positive_float("lr", lr, max=MAX_LR)
         prior = self.model.param_dict()
         ref = next(iter(prior.values()))
         check_transitions(
@@ -190,4 +214,8 @@ class MAML(nn.Module):
         for _ in range(steps):
             _, g = self.model.loss_grad(params, context)
             params = self._step(params, {k: g[k] for k in self.adapt_names}, lr)
+        if steps:
+            size = "the learned per-parameter step sizes" if lr is None and self.meta_sgd else f"step size {lr or self.inner_lr:g}"
+            check_adapted("context", context, self.model, {k: params[k] for k in self.adapt_names},
+                          hint=f" ({steps} inner step(s), {size})")
         return AdaptedModel(self.model, params, num_tasks)

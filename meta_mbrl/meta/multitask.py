@@ -16,7 +16,15 @@ from torch import nn
 from torch.func import grad
 
 from meta_mbrl.adaptation import AdaptedModel
-from meta_mbrl.checks import check_transitions
+from meta_mbrl.checks import (
+    MAX_LR,
+    check_adapted,
+    check_bool,
+    check_int,
+    check_options,
+    check_positive_float,
+    check_transitions,
+)
 from meta_mbrl.types import TaskBatch, Transitions
 
 __all__ = ["MultiTask", "FineTune"]
@@ -30,11 +38,10 @@ def _check_context(model, context: Transitions) -> int | None:
     return context.obs.shape[0] if context.obs.dim() == 3 else None
 
 
-def _check_steps_lr(steps, lr) -> None:
-    if steps < 0:
-        raise ValueError(f"steps: expected >= 0, got {steps}")
-    if lr < 0:
-        raise ValueError(f"lr: expected >= 0, got {lr}")
+def _check_options(name: str, opts: dict, accepted: tuple[str, ...]) -> None:
+    """``adapt``'s extra options: none besides its own ``accepted`` (named in the message); PEARL's only as ``None``."""
+    why = f"{name} adapts by deterministic gradient steps and draws no sample of a posterior"
+    check_options(name, opts, accepted, {"sample": why, "generator": why})
 
 
 class MultiTask(nn.Module):
@@ -61,6 +68,9 @@ class MultiTask(nn.Module):
         torch.Size([4])
     """
 
+    ADAPT_OPTIONS: tuple[str, ...] = ("steps", "lr")
+    """The keyword options of :meth:`adapt` (``sample`` / ``generator`` are rejected by name)."""
+
     def __init__(self, model: nn.Module, inner_lr: float = 1.0, inner_steps: int = 2, first_order: bool = True):
         super().__init__()
         zdim = int(getattr(model, "context_dim", 0))
@@ -69,9 +79,10 @@ class MultiTask(nn.Module):
                 f"model: expected a network conditioned on a task embedding (context_dim > 0), got context_dim={zdim}; "
                 "build it with DynamicsMLP(..., context_dim=embed_dim) or use meta_mbrl.meta.make_learner"
             )
-        _check_steps_lr(inner_steps, inner_lr)
+        inner_lr = check_positive_float("inner_lr", inner_lr, max=MAX_LR)
+        inner_steps = check_int("inner_steps", inner_steps, 0)
         self.model, self.embed_dim = model, zdim
-        self.inner_lr, self.inner_steps, self.first_order = float(inner_lr), int(inner_steps), bool(first_order)
+        self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, check_bool("first_order", first_order)
 
     def init_kwargs(self) -> dict:
         """Constructor arguments (without the model), JSON-serializable."""
@@ -125,23 +136,31 @@ class MultiTask(nn.Module):
         return AdaptedModel(self.model, params, num_tasks, task_vector=torch.zeros(shape, dtype=ref.dtype, device=ref.device))
 
     @torch.no_grad()
-    def adapt(self, context: Transitions, steps: int | None = None, lr: float | None = None) -> AdaptedModel:
+    def adapt(self, context: Transitions, steps: int | None = None, lr: float | None = None, **opts) -> AdaptedModel:
         """Fits a fresh embedding for one task (context ``(K, ·)``) or a batch (``(T, K, ·)``).
 
         Args:
             context: transitions from the new task(s).
-            steps: embedding updates (default: ``inner_steps``).
-            lr: their step size (default: ``inner_lr``).
+            steps: embedding updates, an integer ``>= 0`` (default: ``inner_steps``).
+            lr: their step size in ``(0, MAX_LR]`` (default: ``inner_lr``).
+            **opts: nothing else; ``sample`` / ``generator`` are accepted only as ``None``.
 
         Returns:
             An :class:`AdaptedModel` with the prior's parameters and the fitted ``z``.
+
+        Raises:
+            ValueError: naming the argument: a bad option, a bad context, or ``context`` when the
+                fitted embedding is not finite.
         """
-        steps = self.inner_steps if steps is None else int(steps)
-        lr = self.inner_lr if lr is None else float(lr)
-        _check_steps_lr(steps, lr)
+        _check_options("multitask", opts, self.ADAPT_OPTIONS)
+        steps = self.inner_steps if steps is None else check_int("steps", steps, 0)
+        lr = self.inner_lr if lr is None else check_positive_float("lr", lr, max=MAX_LR)
         num_tasks = _check_context(self.model, context)
         params = {k: v.detach() for k, v in self.model.param_dict().items()}
         z = self.fit_embedding(params, context, steps, lr)
+        if steps:
+            check_adapted("context", context, self.model, {"z": z}, what="task vector",
+                          hint=f" ({steps} embedding step(s) of size {lr:g})")
         return AdaptedModel(self.model, params, num_tasks, task_vector=z)
 
 
@@ -168,10 +187,14 @@ class FineTune(nn.Module):
         torch.Size([2, 3])
     """
 
+    ADAPT_OPTIONS: tuple[str, ...] = ("steps", "lr")
+    """The keyword options of :meth:`adapt` (``sample`` / ``generator`` are rejected by name)."""
+
     def __init__(self, model: nn.Module, adapt_steps: int = 50, adapt_lr: float = 1e-3):
         super().__init__()
-        _check_steps_lr(adapt_steps, adapt_lr)
-        self.model, self.adapt_steps, self.adapt_lr = model, int(adapt_steps), float(adapt_lr)
+        adapt_steps = check_int("adapt_steps", adapt_steps, 0)
+        adapt_lr = check_positive_float("adapt_lr", adapt_lr, max=MAX_LR)
+        self.model, self.adapt_steps, self.adapt_lr = model, adapt_steps, adapt_lr
 
     def init_kwargs(self) -> dict:
         """Constructor arguments (without the model), JSON-serializable."""
@@ -198,20 +221,25 @@ class FineTune(nn.Module):
         return AdaptedModel.from_prior(self.model, num_tasks)
 
     @torch.no_grad()
-    def adapt(self, context: Transitions, steps: int | None = None, lr: float | None = None) -> AdaptedModel:
+    def adapt(self, context: Transitions, steps: int | None = None, lr: float | None = None, **opts) -> AdaptedModel:
         """Fine-tunes copies of all weights with Adam on one task (``(K, ·)``) or a batch (``(T, K, ·)``).
 
         Args:
             context: transitions from the new task(s).
-            steps: Adam steps (default: ``adapt_steps``).
-            lr: Adam learning rate (default: ``adapt_lr``).
+            steps: Adam steps, an integer ``>= 0`` (default: ``adapt_steps``).
+            lr: Adam learning rate in ``(0, MAX_LR]`` (default: ``adapt_lr``).
+            **opts: nothing else; ``sample`` / ``generator`` are accepted only as ``None``.
 
         Returns:
             An :class:`AdaptedModel` with the fine-tuned parameters (task-batched when ``T`` is given).
+
+        Raises:
+            ValueError: naming the argument: a bad option, a bad context, or ``context`` when
+                fine-tuning produces non-finite parameters.
         """
-        steps = self.adapt_steps if steps is None else int(steps)
-        lr = self.adapt_lr if lr is None else float(lr)
-        _check_steps_lr(steps, lr)
+        _check_options("finetune", opts, self.ADAPT_OPTIONS)
+        steps = self.adapt_steps if steps is None else check_int("steps", steps, 0)
+        lr = self.adapt_lr if lr is None else check_positive_float("lr", lr, max=MAX_LR)
         num_tasks = _check_context(self.model, context)
         params = {k: (v.detach() if num_tasks is None else v.detach().expand(num_tasks, *v.shape)).clone()
                   for k, v in self.model.param_dict().items()}
@@ -224,4 +252,5 @@ class FineTune(nn.Module):
                 opt.step()
             for p in params.values():
                 p.grad = None
+            check_adapted("context", context, self.model, params, hint=f" ({steps} Adam step(s), lr {lr:g})")
         return AdaptedModel(self.model, params, num_tasks)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from meta_mbrl.adaptation import AdaptedModel
-from meta_mbrl.checks import check_transitions
+from meta_mbrl.checks import MAX_LR, check_adapted, check_int, check_options, check_positive_float, check_transitions
 from meta_mbrl.types import TaskBatch, Transitions
 
 __all__ = ["Reptile"]
@@ -53,12 +53,13 @@ class Reptile(nn.Module):
         torch.Size([2, 5])
     """
 
+    ADAPT_OPTIONS: tuple[str, ...] = ("steps", "lr")
+    """The keyword options of :meth:`adapt` (``sample`` / ``generator`` are rejected by name)."""
+
     def __init__(self, model: nn.Module, inner_lr: float = 0.02, inner_steps: int = 5, inner_data: str = "both"):
         super().__init__()
-        if inner_steps < 1:
-            raise ValueError(f"inner_steps: expected >= 1, got {inner_steps}")
-        if not inner_lr > 0:
-            raise ValueError(f"inner_lr: expected > 0, got {inner_lr}")
+        inner_steps = check_int("inner_steps", inner_steps, 1)
+        inner_lr = check_positive_float("inner_lr", inner_lr, max=MAX_LR)
         if inner_data not in _INNER_DATA:
             raise ValueError(f"inner_data: expected one of {_INNER_DATA}, got {inner_data!r}")
         self.model = model
@@ -107,23 +108,31 @@ class Reptile(nn.Module):
         return AdaptedModel.from_prior(self.model, num_tasks)
 
     @torch.no_grad()
-    def adapt(self, context: Transitions, steps: int | None = None, lr: float | None = None) -> AdaptedModel:
+    def adapt(self, context: Transitions, steps: int | None = None, lr: float | None = None, **opts) -> AdaptedModel:
         """``steps`` SGD steps from the prior on one task (context ``(K, ·)``) or a batch (``(T, K, ·)``).
 
         Args:
             context: transitions from the new task(s).
-            steps: SGD steps (default: ``inner_steps``).
-            lr: step size (default: ``inner_lr``).
+            steps: SGD steps, an integer ``>= 0`` (default: ``inner_steps``).
+            lr: step size in ``(0, MAX_LR]`` (default: ``inner_lr``).
+            **opts: nothing else; ``sample`` / ``generator`` are accepted only as ``None``.
 
         Returns:
             An :class:`AdaptedModel`; the prior is not modified.
+
+        Raises:
+            ValueError: naming the argument: a bad option, a bad context, or ``context`` when the
+                steps produce non-finite parameters.
         """
-        steps = self.inner_steps if steps is None else int(steps)
-        if steps < 0:
-            raise ValueError(f"steps: expected >= 0, got {steps}")
+        why = "reptile adapts by deterministic SGD steps and draws no sample of a posterior"
+        check_options("reptile", opts, self.ADAPT_OPTIONS, {"sample": why, "generator": why})
+        steps = self.inner_steps if steps is None else check_int("steps", steps, 0)
+        lr = self.inner_lr if lr is None else check_positive_float("lr", lr, max=MAX_LR)
         ref = next(self.model.parameters())
         check_transitions("context", context, obs_dim=self.model.obs_dim, act_dim=self.model.act_dim,
                           dtype=ref.dtype, device=ref.device, min_dims=1, max_dims=2)
         num_tasks = context.obs.shape[0] if context.obs.dim() == 3 else None
-        params = self._sgd(self.prior(num_tasks).params, context, steps, self.inner_lr if lr is None else float(lr))
+        params = self._sgd(self.prior(num_tasks).params, context, steps, lr)
+        if steps:
+            check_adapted("context", context, self.model, params, hint=f" ({steps} SGD step(s) of size {lr:g})")
         return AdaptedModel(self.model, params, num_tasks)

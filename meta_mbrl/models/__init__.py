@@ -1,6 +1,8 @@
-"""Dynamics-and-reward networks (``DynamicsMLP`` takes ``context_dim`` for task-conditioned models)."""
+"""Dynamics-and-reward networks (``DynamicsMLP`` takes ``context_dim`` for task-conditioned models) and
+the ``Normalizer`` whose statistics are part of a model's saved state."""
 
 from meta_mbrl.models.function_model import FunctionModel
 from meta_mbrl.models.mlp import DynamicsMLP
+from meta_mbrl.models.normalizer import Normalizer
 
-__all__ = ["DynamicsMLP", "FunctionModel"]
+__all__ = ["DynamicsMLP", "FunctionModel", "Normalizer"]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from meta_mbrl.checks import check_device, check_int
 from meta_mbrl.types import Prediction
 
 __all__ = ["FunctionModel"]
@@ -37,12 +38,12 @@ class FunctionModel:
                  act_dim: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None):
         if not callable(fn):
             raise ValueError(f"fn: expected a callable (obs, act) -> (next_obs, reward), got {type(fn).__name__}")
-        for name, v in (("obs_dim", obs_dim), ("act_dim", act_dim)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        obs_dim, act_dim = check_int("obs_dim", obs_dim, 1), check_int("act_dim", act_dim, 1)
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise ValueError(f"dtype: expected None or a floating torch.dtype, got {dtype!r}")
         self.fn, self.obs_dim, self.act_dim = fn, obs_dim, act_dim
         self.dtype = dtype
-        self.device = torch.device(device) if device is not None else None
+        self.device = check_device("device", device) if device is not None else None
 
     def predict(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
         """Calls ``fn`` and checks the shapes of its inputs and outputs (no data-dependent checks)."""

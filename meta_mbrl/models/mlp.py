@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meta_mbrl.data.normalizer import Normalizer
+from meta_mbrl.checks import check_bool, check_float, check_int, check_sizes
+from meta_mbrl.models.normalizer import Normalizer
 from meta_mbrl.types import Prediction, Transitions
 
 __all__ = ["DynamicsMLP"]
@@ -34,9 +35,9 @@ class DynamicsMLP(nn.Module):
     """MLP over ``[normalized obs, act]`` predicting ``[normalized Δobs, normalized reward]``.
 
     Args:
-        obs_dim: observation dimension ``O``.
-        act_dim: action dimension ``A``.
-        hidden: hidden layer widths.
+        obs_dim: observation dimension ``O`` (an integer >= 1).
+        act_dim: action dimension ``A`` (an integer >= 1).
+        hidden: hidden layer widths: at least one, each an integer >= 1.
         activation: ``"silu"``, ``"relu"`` or ``"tanh"``.
         gaussian: if True, also predicts a bounded log-variance and trains with Gaussian NLL
             (PETS-style); otherwise deterministic with MSE.
@@ -76,17 +77,13 @@ class DynamicsMLP(nn.Module):
         context_dim: int = 0,
     ):
         super().__init__()
-        if activation not in _ACTIVATIONS:
+        if not isinstance(activation, str) or activation not in _ACTIVATIONS:
             raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        if obs_dim < 1 or act_dim < 1:
-            raise ValueError(f"obs_dim/act_dim: expected positive ints, got {obs_dim}/{act_dim}")
-        if isinstance(context_dim, bool) or int(context_dim) != context_dim or context_dim < 0:
-            raise ValueError(f"context_dim: expected an int >= 0, got {context_dim!r}")
-        self.context_dim = int(context_dim)
-        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
-        self.hidden = tuple(int(h) for h in hidden)
-        self.activation, self.gaussian = activation, bool(gaussian)
-        self.reward_weight = float(reward_weight)
+        self.obs_dim, self.act_dim = check_int("obs_dim", obs_dim, 1), check_int("act_dim", act_dim, 1)
+        self.context_dim = check_int("context_dim", context_dim, 0)
+        self.hidden = check_sizes("hidden", hidden)
+        self.activation, self.gaussian = activation, check_bool("gaussian", gaussian)
+        self.reward_weight = check_float("reward_weight", reward_weight, 0.0)
         self.target_dim = self.obs_dim + 1
         sizes = [self.obs_dim + self.act_dim + self.context_dim, *self.hidden, self.target_dim * (2 if gaussian else 1)]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))

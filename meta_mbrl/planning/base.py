@@ -15,29 +15,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["Planner", "ObjectiveFn", "make_generator", "colored_noise"]
+from meta_mbrl.checks import check_bool, check_device, check_float, check_float_dtype, check_int
+
+__all__ = ["Planner", "ObjectiveFn", "make_generator", "colored_noise", "check_int", "check_float", "check_bool"]
 
 ObjectiveFn = Callable[[torch.Tensor], torch.Tensor]
 """An objective: action sequences ``(N, H, A)`` or ``(B, N, H, A)`` -> returns ``(N,)`` or ``(B, N)``."""
-
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    """Returns ``value`` as an int, or raises ValueError if it is not an integer ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_float(name: str, value: object, low: float, high: float = math.inf, *, low_open: bool = False) -> float:
-    """Returns ``value`` as a float, or raises ValueError if it is outside ``[low, high]`` (``(low, high]``)."""
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number, got {value!r}") from None
-    if not math.isfinite(v) or (v <= low if low_open else v < low) or v > high:
-        lo = "(" if low_open else "["
-        raise ValueError(f"{name}: expected a number in {lo}{low}, {high}], got {value!r}")
-    return v
 
 
 def make_generator(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator:
@@ -50,12 +33,15 @@ def make_generator(seed: int | torch.Generator | None, device: torch.device) -> 
     if seed is None:
         g.seed()
     else:
-        g.manual_seed(check_int("seed", seed, 0))
+        g.manual_seed(check_int("seed", seed, 0, 2**64 - 1))
     return g
 
 
 def _as_bound(name: str, x: object, device: torch.device) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32), device=device)
+    arr = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{name}: expected a 1-D array of real numbers of shape (A,), got dtype {arr.dtype}")
+    t = torch.as_tensor(arr.astype(np.float32), device=device)
     if t.dim() != 1 or t.numel() == 0:
         raise ValueError(f"{name}: expected a 1-D array of shape (A,), got shape {tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()):
@@ -103,6 +89,17 @@ def colored_noise(beta: float, shape: tuple[int, ...], length: int, generator: t
     return torch.fft.irfft(torch.complex(re, im), n=length, dim=-1) / sigma
 
 
+def _objective_envs(objective) -> int | None:
+    """How many envs an :class:`~meta_mbrl.planning.Objective` plans for: ``B``, 0 for one unbatched env, ``None``
+    for a callable that does not say (``batched`` / ``num_envs`` attributes)."""
+    batched, envs = getattr(objective, "batched", None), getattr(objective, "num_envs", None)
+    if batched is False:
+        return 0
+    if batched is True and isinstance(envs, int) and not isinstance(envs, bool) and envs > 0:
+        return envs
+    return None
+
+
 class Planner:
     """Base class of the sampling planners: action bounds, horizon, random generator, device.
 
@@ -131,7 +128,7 @@ class Planner:
 
     def __init__(self, action_low, action_high, horizon: int, *, seed: int | torch.Generator | None = None,
                  device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
+        self.device = check_device("device", device)
         self.action_low = _as_bound("action_low", action_low, self.device)
         self.action_high = _as_bound("action_high", action_high, self.device)
         if self.action_low.shape != self.action_high.shape:
@@ -158,13 +155,18 @@ class Planner:
         """Clips ``actions (..., A)`` to the bounds."""
         return torch.maximum(torch.minimum(actions, self.action_high), self.action_low)
 
-    def _check_init_mean(self, init_mean) -> tuple[torch.Tensor, bool]:
+    def _check_init_mean(self, init_mean, num_envs: int | None = None) -> tuple[torch.Tensor, bool]:
+        """``init_mean`` as ``(B, H, A)`` float32 and whether it was batched; ``num_envs``: the objective's ``B``
+        (0: an objective over one unbatched env; ``None``: unknown, a plain callable)."""
         if init_mean is None:
-            return self.initial_mean(1), False
+            return (self.initial_mean(1), False) if not num_envs else (self.initial_mean(num_envs), True)
         if isinstance(init_mean, np.ndarray):
-            init_mean = torch.from_numpy(init_mean)
+            if init_mean.dtype.kind != "f":
+                raise ValueError(f"init_mean: expected an array of floats, got dtype {init_mean.dtype}")
+            init_mean = torch.from_numpy(init_mean.astype(np.float32))
         if not isinstance(init_mean, torch.Tensor):
             raise ValueError(f"init_mean: expected a tensor of shape (H, A) or (B, H, A), got {type(init_mean).__name__}")
+        check_float_dtype("init_mean", init_mean, torch.float32, lossless=True)
         ha = (self.horizon, self.action_dim)
         if init_mean.dim() not in (2, 3) or tuple(init_mean.shape[-2:]) != ha or init_mean.shape[0] == 0:
             raise ValueError(f"init_mean: expected shape {ha} or (B, {ha[0]}, {ha[1]}) with horizon H={ha[0]} and "
@@ -173,6 +175,12 @@ class Planner:
         if not bool(torch.isfinite(mean).all()):
             raise ValueError("init_mean: expected finite values, got NaN/Inf")
         batched = mean.dim() == 3
+        if num_envs == 0 and batched:
+            raise ValueError(f"init_mean: expected shape {ha} for an objective over one env (obs of shape (O,)), "
+                             f"got {tuple(init_mean.shape)}")
+        if num_envs and (not batched or mean.shape[0] != num_envs):
+            raise ValueError(f"init_mean: expected shape ({num_envs}, {ha[0]}, {ha[1]}) for an objective over {num_envs} envs, "
+                             f"got {tuple(init_mean.shape)}")
         return self.clip(mean if batched else mean.unsqueeze(0)), batched
 
     def plan(self, objective: ObjectiveFn, init_mean: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
@@ -181,7 +189,10 @@ class Planner:
         Args:
             objective: maps candidate sequences to returns (see Shapes), e.g. from
                 :func:`~meta_mbrl.planning.make_objective`.
-            init_mean: initial guess ``(H, A)`` or ``(B, H, A)``; ``None`` means mid-range actions, ``(H, A)``.
+            init_mean: initial guess ``(H, A)`` or ``(B, H, A)``; ``None`` means mid-range actions, ``(H, A)``, or
+                ``(B, H, A)`` for an objective with ``num_envs=B`` (an :class:`~meta_mbrl.planning.Objective`, whose
+                ``B`` the guess must then match). A float32 tensor (or one of a dtype that casts to float32
+                exactly), or a numpy array of floats.
 
         Returns:
             The planned sequences, same shape as ``init_mean``, inside the action bounds.
@@ -191,7 +202,7 @@ class Planner:
         """
         if not callable(objective):
             raise ValueError(f"objective: expected a callable mapping actions to returns, got {type(objective).__name__}")
-        mean, batched = self._check_init_mean(init_mean)
+        mean, batched = self._check_init_mean(init_mean, _objective_envs(objective))
         with torch.inference_mode():
             out = self._plan(objective, mean, batched)
         out = out.clone()  # a normal tensor, usable outside inference mode

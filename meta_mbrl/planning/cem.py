@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from meta_mbrl.planning.base import ObjectiveFn, Planner, check_float, check_int
+from meta_mbrl.planning.base import ObjectiveFn, Planner, check_bool, check_float, check_int
 
 __all__ = ["CEM"]
 
@@ -64,7 +64,7 @@ class CEM(Planner):
         if self.alpha == 1.0:
             raise ValueError("alpha: expected a number in [0, 1) (1 would never move the mean), got 1.0")
         self.min_std = check_float("min_std", min_std, 0.0)
-        self.return_mean = bool(return_mean)
+        self.return_mean = check_bool("return_mean", return_mean)
 
     def _plan(self, objective: ObjectiveFn, mean: torch.Tensor, batched: bool) -> torch.Tensor:
         b, h, a = mean.shape

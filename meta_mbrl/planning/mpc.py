@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from meta_mbrl.checks import check_device, check_float_dtype
 from meta_mbrl.planning.base import Planner, check_float, check_int, make_generator
-from meta_mbrl.planning.objective import PROPAGATIONS, make_objective
+from meta_mbrl.planning.objective import PROPAGATIONS, _model_dtype_device, make_objective
 from meta_mbrl.protocols import DynamicsModel
 
 __all__ = ["MPCController"]
@@ -62,10 +63,10 @@ class MPCController:
         if self.replan_every > self.horizon:
             raise ValueError(f"replan_every: expected <= planner.horizon ({self.horizon}), got {self.replan_every}")
         self.discount = check_float("discount", discount, 0.0, 1.0)
-        self.device = torch.device(device)
+        self.device = check_device("device", device)
         if particles is not None:
             check_int("particles", particles, 1)
-        if propagation not in PROPAGATIONS:
+        if not isinstance(propagation, str) or propagation not in PROPAGATIONS:
             raise ValueError(f"propagation: expected one of {'|'.join(PROPAGATIONS)}, got {propagation!r}")
         self.particles, self.propagation = particles, propagation
         self._gen = make_generator(seed, self.device)
@@ -101,23 +102,28 @@ class MPCController:
         """The next action of each env.
 
         Args:
-            obs: current observations ``(B, O)``, numpy or tensor.
+            obs: current observations ``(B, O)``: a numpy array of floats (an environment's, any float width,
+                converted to the model's dtype, float32 if it names none), or a tensor of the model's dtype
+                (or one that casts to it exactly).
             model: the DynamicsModel to plan with (e.g. an adapted model, task-batched with ``num_tasks=B``).
 
         Returns:
             Actions ``(B, A)``, numpy float32, inside the planner's bounds.
 
         Raises:
-            ValueError: if ``obs`` is not ``(B, O)`` or does not match the model.
+            ValueError: if ``obs`` is not ``(B, O)``, not floats, or does not match the model.
         """
         if isinstance(obs, np.ndarray):
-            obs = torch.from_numpy(np.ascontiguousarray(obs))
+            if obs.dtype.kind != "f":
+                raise ValueError(f"obs: expected an array of floats, got dtype {obs.dtype}")
+            obs = torch.from_numpy(np.ascontiguousarray(obs)).to(_model_dtype_device(model)[0] or torch.float32)
         if not isinstance(obs, torch.Tensor):
             raise ValueError(f"obs: expected a numpy array or tensor of shape ({self.num_envs}, O), got {type(obs).__name__}")
+        check_float_dtype("obs", obs)
         if obs.dim() != 2 or obs.shape[0] != self.num_envs:
             raise ValueError(f"obs: expected shape ({self.num_envs}, O) (num_envs={self.num_envs}), got {tuple(obs.shape)}")
         if self._plan is None or self._t >= self.replan_every or bool(self._fresh.any()):
-            objective = make_objective(model, obs.to(device=self.device, dtype=torch.float32), self.discount,
+            objective = make_objective(model, obs.to(device=self.device), self.discount,
                                        particles=self.particles, propagation=self.propagation, generator=self._gen)
             plan = self.planner.plan(objective, self.warm_start())
             if tuple(plan.shape) != (self.num_envs, self.horizon, self.action_dim):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from meta_mbrl.planning.base import ObjectiveFn, Planner, check_float, check_int, colored_noise
+from meta_mbrl.planning.base import ObjectiveFn, Planner, check_bool, check_float, check_int, colored_noise
 
 __all__ = ["MPPI"]
 
@@ -56,7 +56,7 @@ class MPPI(Planner):
         self.temperature = check_float("temperature", temperature, 0.0, low_open=True)
         self.noise_std = check_float("noise_std", noise_std, 0.0, low_open=True)
         self.noise_beta = check_float("noise_beta", noise_beta, 0.0)
-        self.adapt_std = bool(adapt_std)
+        self.adapt_std = check_bool("adapt_std", adapt_std)
         self.min_std = check_float("min_std", min_std, 0.0)
 
     def _plan(self, objective: ObjectiveFn, mean: torch.Tensor, batched: bool) -> torch.Tensor:

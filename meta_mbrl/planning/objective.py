@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meta_mbrl.checks import check_tensor
-from meta_mbrl.planning.base import ObjectiveFn, check_float, check_int
+from meta_mbrl.checks import check_float, check_float_dtype, check_int, check_tensor, max_abs
+from meta_mbrl.planning.base import ObjectiveFn
 from meta_mbrl.protocols import DynamicsModel
 
 __all__ = ["imagine", "Objective", "ObjectiveFn", "make_objective", "PROPAGATIONS"]
@@ -35,7 +35,9 @@ def _model_dtype_device(model) -> tuple[torch.dtype | None, torch.device | None]
 
 
 def _check_obs(model, obs: torch.Tensor) -> None:
+    """``obs`` of shape ``(O,)`` / ``(B, O)``, finite, with the model's dtype (a floating one if it names none)."""
     obs_dim, _ = _model_dims(model)
+    check_float_dtype("obs", obs, _model_dtype_device(model)[0])
     check_tensor("obs", obs, last_dim=obs_dim)
     if obs.dim() not in (1, 2) or obs.shape[-1] == 0:
         raise ValueError(f"obs: expected shape (O,) or (B, O), got {tuple(obs.shape)}")
@@ -43,8 +45,14 @@ def _check_obs(model, obs: torch.Tensor) -> None:
         raise ValueError(f"obs: expected at least one env, got shape {tuple(obs.shape)}")
 
 
-def _check_actions(model, obs: torch.Tensor, actions: object) -> None:
+def _check_actions(model, obs: torch.Tensor, actions: object, lossless: bool = False) -> None:
+    """``actions`` of shape ``(N, H, A)`` / ``(B, N, H, A)`` matching ``obs``, finite, of ``obs``'s dtype.
+
+    With ``lossless`` a dtype that casts to ``obs``'s exactly is accepted too (an objective takes the
+    planners' float32 samples for a float64 model).
+    """
     _, act_dim = _model_dims(model)
+    check_float_dtype("actions", actions, obs.dtype, lossless=lossless)
     check_tensor("actions", actions, last_dim=act_dim)
     assert isinstance(actions, torch.Tensor)
     if obs.dim() == 1:
@@ -55,6 +63,25 @@ def _check_actions(model, obs: torch.Tensor, actions: object) -> None:
                          f"(B={obs.shape[0]} envs), got {tuple(actions.shape)}")
     if actions.shape[-3] == 0 or actions.shape[-2] == 0:
         raise ValueError(f"actions: expected at least one candidate and one step, got shape {tuple(actions.shape)}")
+
+
+def _check_returns(ret: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Returns ``ret``, or raises ValueError naming ``obs`` / ``actions`` if a return is not finite.
+
+    Inputs were checked finite, so a non-finite return means the rollout left the model's numeric
+    range (states growing step by step until a layer overflows); the rollout's later steps skip
+    ``predict``'s output check, and this one check (on ``(B, N)`` returns) covers them all.
+    """
+    if bool(torch.isfinite(ret).all()):
+        return ret
+    bad = int((~torch.isfinite(ret)).sum())
+    o, a = max_abs(obs), max_abs(actions)
+    name = "actions" if a > o else "obs"
+    raise ValueError(
+        f"{name}: the imagined returns are not finite for {bad} of {ret.numel()} candidate(s) although obs and actions "
+        f"are finite (|obs| up to {o:.3g}, |actions| up to {a:.3g}): the model's rollout from these inputs left its "
+        "numeric range"
+    )
 
 
 CPU_MAX_ROWS = 2048
@@ -71,6 +98,26 @@ member at every step, ``"tsinf"`` fixes it for the whole rollout, ``"mean"`` use
 def _ensemble_size(model) -> int | None:
     e = getattr(model, "ensemble_size", None)
     return e if isinstance(e, int) and callable(getattr(model, "predict_members_unchecked", None)) else None
+
+
+def _checked(model, members: bool = False):
+    """The first rollout step's predict: the model's input checks, then its unchecked predict.
+
+    A model with ``check_inputs`` and ``predict_unchecked`` (an adapted model) has its inputs validated
+    (task dim, dtype, device) but not its outputs: a non-finite prediction is caught by the final returns
+    check, whose message names ``imagine``'s own arguments (``obs`` / ``actions``, not ``predict``'s ``act``).
+    Any other model's ``predict`` is used as it is.
+    """
+    check = getattr(model, "check_inputs", None)
+    unchecked = getattr(model, "predict_members_unchecked" if members else "predict_unchecked", None)
+    if not (callable(check) and callable(unchecked)):
+        return model.predict_members if members else model.predict
+
+    def first(o, a, **kw):
+        check(o, a, **kw)
+        return unchecked(o, a, **kw)
+
+    return first
 
 
 def _ts_predict(model, o: torch.Tensor, a: torch.Tensor, e: int, check: bool):
@@ -91,7 +138,7 @@ def _ts_predict(model, o: torch.Tensor, a: torch.Tensor, e: int, check: bool):
         x = x.reshape(e, *lead, p // e, *tail).movedim(0, len(lead) + 1)
         return x.reshape(*lead, p, *tail)
 
-    fn = model.predict_members if check else model.predict_members_unchecked
+    fn = _checked(model, members=True) if check else model.predict_members_unchecked
     pred = fn(split(o), split(a), per_member=True)
     out = [None if t is None else merge(t) for t in pred]
     return type(pred)(*out)
@@ -100,7 +147,7 @@ def _ts_predict(model, o: torch.Tensor, a: torch.Tensor, e: int, check: bool):
 def _flat_predict(model, o: torch.Tensor, a: torch.Tensor, check: bool):
     """Particles folded into the candidate dim, ``(*L[:-1], L[-1] * P, ·)``, for a single model."""
     lead, p = o.shape[:-2], o.shape[-2]
-    fn = model.predict if check else getattr(model, "predict_unchecked", model.predict)
+    fn = _checked(model) if check else getattr(model, "predict_unchecked", model.predict)
     pred = fn(o.reshape(*lead[:-1], lead[-1] * p, o.shape[-1]), a.reshape(*lead[:-1], lead[-1] * p, a.shape[-1]))
     if pred.reward.shape != (*lead[:-1], lead[-1] * p) or pred.next_obs.shape[:-1] != pred.reward.shape:
         raise ValueError(f"model: expected predict to return next_obs {(*lead[:-1], lead[-1] * p, o.shape[-1])} and reward "
@@ -141,11 +188,12 @@ def _rollout_chunk(model, obs: torch.Tensor, actions: torch.Tensor, discount: fl
     acts = actions.movedim(-2, 0).contiguous()  # (H, ..., A): one copy, then each step is a contiguous view
     ret = torch.zeros(lead, dtype=obs.dtype, device=obs.device)
     w = 1.0
-    # the first step goes through predict's validation; later steps feed the model its own outputs and the
-    # planner's (already checked) actions, so a model that offers it skips re-validating (5-8% of a rollout)
-    unchecked = getattr(model, "predict_unchecked", model.predict)
+    # the first step goes through the model's input validation; later steps feed the model its own outputs and
+    # the planner's (already checked) actions, so a model that offers it skips re-validating (5-8% of a rollout);
+    # outputs are checked once, on the returns (imagine / Objective)
+    first, unchecked = _checked(model), getattr(model, "predict_unchecked", model.predict)
     for h in range(acts.shape[0]):
-        pred = (model.predict if h == 0 else unchecked)(o, acts[h])
+        pred = (first if h == 0 else unchecked)(o, acts[h])
         if pred.reward.shape != lead or pred.next_obs.shape != o.shape:
             raise ValueError(f"model: expected predict to return next_obs {tuple(o.shape)} and reward {tuple(lead)}, "
                              f"got {tuple(pred.next_obs.shape)} and {tuple(pred.reward.shape)}")
@@ -180,9 +228,15 @@ def _rollout(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, m
     return torch.cat([run(actions[..., i:i + chunk, :, :]) for i in range(0, n, chunk)], dim=-1)
 
 
+def _check_generator(generator: object, obs: torch.Tensor) -> None:
+    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != obs.device.type):
+        got = f"one on {generator.device}" if isinstance(generator, torch.Generator) else type(generator).__name__
+        raise ValueError(f"generator: expected None or a torch.Generator on {obs.device}, got {got}")
+
+
 def _check_particles(model, particles: object, propagation: object) -> int:
     """``particles`` checked against the model; ``None``: one per member for an ensemble, else 1."""
-    if propagation not in PROPAGATIONS:
+    if not isinstance(propagation, str) or propagation not in PROPAGATIONS:
         raise ValueError(f"propagation: expected one of {'|'.join(PROPAGATIONS)}, got {propagation!r}")
     e = _ensemble_size(model)
     if particles is None:
@@ -235,8 +289,10 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
         ``obs (O,)``, ``actions (N, H, A)`` -> ``(N,)``; ``obs (B, O)``, ``actions (B, N, H, A)`` -> ``(B, N)``.
 
     Raises:
-        ValueError: on mismatched shapes (obs vs model dims, ``B`` of obs vs actions), non-finite input, bad
-            discount, or particles that are not a multiple of the ensemble size.
+        ValueError: on mismatched shapes (obs vs model dims, ``B`` of obs vs actions), a dtype other than the
+            model's (no silent casts: ``obs`` must have the model's dtype, ``actions`` ``obs``'s), non-finite input,
+            non-finite returns (naming ``obs`` / ``actions``: the rollout overflowed), bad discount, or particles
+            that are not a multiple of the ensemble size.
 
     Example:
         >>> import torch
@@ -251,7 +307,9 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
     if max_rows is not None:
         check_int("max_rows", max_rows, 1)
     particles = _check_particles(model, particles, propagation)
-    return _rollout(model, obs, actions.to(obs.dtype), discount, max_rows, particles, propagation, generator)
+    _check_generator(generator, obs)
+    ret = _rollout(model, obs, actions, discount, max_rows, particles, propagation, generator)
+    return _check_returns(ret, obs, actions)
 
 
 class Objective:
@@ -261,8 +319,10 @@ class Objective:
 
     Args:
         model: a DynamicsModel.
-        obs: start observations ``(O,)`` or ``(B, O)`` (tensor or numpy), converted to the model's
-            dtype and device when the model exposes them (``dtype``/``device`` attributes or parameters).
+        obs: start observations ``(O,)`` or ``(B, O)``: a numpy array of floats (an environment's, any float
+            width) is converted to the model's dtype; a tensor must have the model's dtype or one that
+            casts to it exactly (float32 for a float64 model), and is moved to the model's device. The
+            model's dtype and device come from its ``dtype``/``device`` attributes or parameters.
         discount: per-step discount in ``[0, 1]``.
         max_rows: cap on the rows of one model call (see :func:`imagine`).
         particles / propagation / generator: trajectory sampling (see :func:`imagine`).
@@ -287,14 +347,18 @@ class Objective:
             raise ValueError(f"model: expected a DynamicsModel with a predict(obs, act) method, got {type(model).__name__}")
         dtype, device = _model_dtype_device(model)
         if isinstance(obs, np.ndarray):
+            if obs.dtype.kind != "f":
+                raise ValueError(f"obs: expected an array of floats, got dtype {obs.dtype}")
             obs = torch.from_numpy(np.ascontiguousarray(obs)).to(dtype or torch.float32)
-        if isinstance(obs, torch.Tensor) and (dtype is not None or device is not None):
+        check_float_dtype("obs", obs, dtype, lossless=True)
+        if dtype is not None or device is not None:
             obs = obs.to(device=device, dtype=dtype)
         _check_obs(model, obs)
         self.model, self.obs = model, obs
         self.discount = check_float("discount", discount, 0.0, 1.0)
         self.max_rows = None if max_rows is None else check_int("max_rows", max_rows, 1)
         self.particles, self.propagation = _check_particles(model, particles, propagation), propagation
+        _check_generator(generator, obs)
         self.generator = generator
 
     @property
@@ -308,12 +372,20 @@ class Objective:
         return self.obs.shape[0] if self.batched else None
 
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
-        """Returns of ``actions`` (see Shapes); raises ValueError on bad shapes."""
-        _check_actions(self.model, self.obs, actions)
+        """Returns of ``actions`` (see Shapes).
+
+        ``actions`` must have the observations' dtype or one that casts to it exactly (the planners'
+        float32 samples for a float64 model).
+
+        Raises:
+            ValueError: on bad shapes or dtype, non-finite actions, or non-finite returns (naming
+                ``obs`` / ``actions``, as :func:`imagine`).
+        """
+        _check_actions(self.model, self.obs, actions, lossless=True)
         acts = actions.to(device=self.obs.device, dtype=self.obs.dtype)
         ret = _rollout(self.model, self.obs, acts, self.discount, self.max_rows, self.particles, self.propagation,
                        self.generator)
-        return ret.to(actions.device)
+        return _check_returns(ret, self.obs, acts).to(actions.device)
 
     def __repr__(self) -> str:
         return f"Objective({type(self.model).__name__}, obs={tuple(self.obs.shape)}, discount={self.discount})"
