@@ -336,8 +336,16 @@ def kshot_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike, progres
     """The few-shot benchmark of a checkpoint, with ``cfg`` or else the settings saved in it.
 
     Its evaluation data and oracles are kept in the run directory (``kshot_data/``) keyed by their inputs, and
-    the table itself is reused when the checkpoint and the benchmark settings are unchanged.
+    the table itself is reused when the checkpoint and the benchmark settings are unchanged. Holds the run
+    directory's lock while it runs.
     """
+    from meta_mbrl.training.rundir import RunDirLock
+
+    with RunDirLock(_run_dir_of(checkpoint)):
+        return _kshot_run(checkpoint, out_csv, progress, out, suite, cfg, overrides)
+
+
+def _kshot_run(checkpoint, out_csv, progress, out, suite, cfg, overrides) -> pd.DataFrame:
     import task_suites
     from meta_mbrl.checks import check_device
     from meta_mbrl.evaluation.kshot import load_kshot_data, prepare_kshot, save_kshot_data
@@ -402,6 +410,13 @@ def control_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike | None
     Args:
         out_csv: where to write; None: a new numbered file ``RUN/evaluations/control-NNN.csv`` (never overwrites).
     """
+    from meta_mbrl.training.rundir import RunDirLock
+
+    with RunDirLock(_run_dir_of(checkpoint)):
+        return _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress)
+
+
+def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress) -> tuple[pd.DataFrame, dict]:
     import task_suites
     from meta_mbrl.checks import check_device
 

@@ -26,7 +26,7 @@ def pm_learner():
     buf = collect(suite, suite.train_tasks, episodes_per_task=8, seed=0, progress=False)
     torch.manual_seed(0)
     learner = MAML(DynamicsMLP(4, 2, hidden=(64, 64)), inner_lr=0.1, inner_steps=3, meta_sgd=True)
-    meta_train(learner, buf, steps=1000, tasks_per_batch=10, support=16, query=16, lr=3e-3, progress=False, seed=0,
+    meta_train(learner, buf, steps=1000, tasks_per_batch=10, support=16, query=16, lr=1e-3, progress=False, seed=0,
                query_mode="task")
     return suite, learner
 

@@ -10,7 +10,7 @@ WALL_CLOCK = {"timing.csv"}
 
 def _digests(run):
     return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run.rglob("*")) if p.is_file() and p.name not in WALL_CLOCK and p.name != ".lock"}
+            for p in sorted(run.rglob("*")) if p.is_file() and p.name not in WALL_CLOCK and p.name != "run.lock"}
 
 
 def _train(run, *extra):
