@@ -33,7 +33,8 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     preset_help = f"settings preset; defaults below are {preset!r}'s (default: quick)"
 
-    p = sub.add_parser("train", usage="meta-mbrl train [--preset NAME] [--run-dir DIR] [options]", help="collect on training tasks, meta-train, then the few-shot benchmark and control")
+    p = sub.add_parser("train", usage="meta-mbrl train [--preset NAME] [--run-dir DIR] [options]",
+                       help="collect on training tasks, meta-train, then the few-shot benchmark and control")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)
     p.add_argument("--run-dir", default=None, help="output folder (default: runs/<suite>-<preset>-seed<seed>)")
     p.add_argument("--resume-with-changes", action="store_true",
@@ -49,7 +50,8 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults, sections=["run", "data"])
 
-    p = sub.add_parser("evaluate", usage="meta-mbrl evaluate --checkpoint RUN [--out FILE] [options]", help="control success on held-out tasks, judged by metaworld.evaluation")
+    p = sub.add_parser("evaluate", usage="meta-mbrl evaluate --checkpoint RUN [--out FILE] [options]",
+                       help="control success on held-out tasks, judged by metaworld.evaluation")
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint.pt")
     p.add_argument("--out", default=None, help="CSV file to write (default: a new RUN/evaluations/control-NNN.csv)")
     p.add_argument("--suite", dest="data.suite", default=None, help="suite to evaluate on (default: the checkpoint's)")
@@ -63,7 +65,8 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="CSV file to write")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults, sections=["run", "kshot"], default_note="the checkpoint's")
-    p = bsub.add_parser("learners", usage="meta-mbrl bench learners --out FILE [--learners NAME ...] [options]", help="train and compare learners on the same data, seed and planner")
+    p = bsub.add_parser("learners", usage="meta-mbrl bench learners --out FILE [--learners NAME ...] [options]",
+                        help="train and compare learners on the same data, seed and planner")
     p.add_argument("--learners", nargs="+", default=None, help="learner names (default: all); each takes its "
                    "family's settings (--maml-*, --cadm-*, ...)")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)

@@ -247,8 +247,9 @@ def test_normalizer_lives_with_the_models_and_is_reexported():
 
 
 def test_ensemble_and_registry_import_one_way():
-    """``meta/ensemble.py`` imports the registry at module level; the registry imports the ensemble only inside
-    ``make_learner`` (the factory that builds one): no module-level cycle."""
+    """``meta/ensemble.py`` imports the registry at module level and the registry never imports the ensemble
+    (``make_learner`` lives in ``meta/factory.py``, above both): no cycle. There is one learner registry,
+    which checkpoints use too."""
     import ast
     import inspect
 
@@ -261,6 +262,12 @@ def test_ensemble_and_registry_import_one_way():
     assert "meta_mbrl.meta.ensemble" not in module_level_imports(registry)
     nested = [n for n in ast.walk(ast.parse(inspect.getsource(ensemble))) if isinstance(n, ast.ImportFrom)]
     assert all(n.module != "meta_mbrl.meta.registry" or n.col_offset == 0 for n in nested)
+    assert "meta_mbrl.meta.ensemble" not in {n.module for n in ast.walk(ast.parse(inspect.getsource(registry)))
+                                             if isinstance(n, ast.ImportFrom)}
+    from meta_mbrl.meta import LEARNERS, Ensemble
+    from meta_mbrl.training import checkpoint
+
+    assert checkpoint.LEARNERS is LEARNERS and LEARNERS["ensemble"] is Ensemble
 
 
 def test_check_device_one_line_messages():

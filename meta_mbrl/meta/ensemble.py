@@ -27,7 +27,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from meta_mbrl.adaptation import EnsembleAdaptedModel
 from meta_mbrl.checks import check_adapted, check_bool, check_int, deferred_adapted_checks
-from meta_mbrl.meta.registry import LEARNER_CLASSES, build_learner
+from meta_mbrl.meta.registry import LEARNER_CLASSES, build_learner, register_learner
 from meta_mbrl.types import TaskBatch, Transitions
 
 __all__ = ["Ensemble"]
@@ -194,3 +194,6 @@ class Ensemble(nn.Module):
     def extra_repr(self) -> str:
         return f"member={self.member!r}, size={self.size}, bootstrap={self.bootstrap}, adapt_mode={self.adapt_mode!r}"
 
+
+
+register_learner("ensemble", Ensemble)

@@ -1,68 +1,24 @@
-"""The learner family by name: MAML variants as classes, and ``make_learner`` to build any of them.
+"""The one learner registry: built-in learners by name, and the learners a user registers.
 
 Names: ``maml``, ``fomaml``, ``metasgd``, ``anil`` (MAML with flags), ``reptile``, ``cadm``,
-``pearl``, ``multitask``, ``finetune``. The variants are thin subclasses of :class:`MAML` whose
-defaults set the flag, so a checkpoint records (and rebuilds) the variant by name while
-``init_kwargs`` keeps every setting explicit.
+``pearl``, ``multitask``, ``finetune``; ``ensemble`` (registered by :mod:`meta_mbrl.meta.ensemble`).
+Checkpoints record a learner by its registered name and rebuild it from here.
+
+Imports go one way: ``ensemble`` and ``factory`` import this module, never the reverse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import torch
 from torch import nn
 
 from meta_mbrl.meta.context import PEARL, CaDM
 from meta_mbrl.meta.maml import MAML
 from meta_mbrl.meta.multitask import FineTune, MultiTask
 from meta_mbrl.meta.reptile import Reptile
-from meta_mbrl.models.mlp import DynamicsMLP
+from meta_mbrl.meta.variants import ANIL, FOMAML, MetaSGD
 
-__all__ = ["FOMAML", "MetaSGD", "ANIL", "LEARNER_CLASSES", "LEARNER_NAMES", "CONDITIONED", "build_learner", "make_learner"]
-
-
-class FOMAML(MAML):
-    """First-order MAML: :class:`MAML` with ``first_order=True`` by default.
-
-    Example:
-        >>> from meta_mbrl.models import DynamicsMLP
-        >>> FOMAML(DynamicsMLP(3, 1, hidden=(8,))).first_order
-        True
-    """
-
-    def __init__(self, model: nn.Module, first_order: bool = True, **kwargs):
-        super().__init__(model, first_order=first_order, **kwargs)
-
-
-class MetaSGD(MAML):
-    """Meta-SGD (Li et al. 2017): :class:`MAML` with learned per-parameter inner learning rates.
-
-    Example:
-        >>> from meta_mbrl.models import DynamicsMLP
-        >>> len(MetaSGD(DynamicsMLP(3, 1, hidden=(8,))).inner_lrs)
-        4
-    """
-
-    def __init__(self, model: nn.Module, meta_sgd: bool = True, **kwargs):
-        super().__init__(model, meta_sgd=meta_sgd, **kwargs)
-
-
-class ANIL(MAML):
-    """ANIL (Raghu et al. 2020): :class:`MAML` adapting only the last layer by default.
-
-    Example:
-        >>> from meta_mbrl.models import DynamicsMLP
-        >>> ANIL(DynamicsMLP(3, 1, hidden=(8,))).adapt_names
-        ['layers.1.weight', 'layers.1.bias']
-    """
-
-    def __init__(self, model: nn.Module, adapt_params: Sequence[str] | None = None, **kwargs):
-        if adapt_params is None:
-            last = len(model.layers) - 1
-            adapt_params = [f"layers.{last}.weight", f"layers.{last}.bias"]
-        super().__init__(model, adapt_params=adapt_params, **kwargs)
-
+__all__ = ["LEARNER_CLASSES", "LEARNER_NAMES", "LEARNERS", "CONDITIONED", "build_learner", "register_learner",
+           "learner_name"]
 
 LEARNER_CLASSES: dict[str, type] = {
     "maml": MAML, "fomaml": FOMAML, "metasgd": MetaSGD, "anil": ANIL, "reptile": Reptile,
@@ -91,57 +47,31 @@ def build_learner(name: str, model: nn.Module, **learner_kwargs) -> nn.Module:
     return LEARNER_CLASSES[_check_name(name)](model, **learner_kwargs)
 
 
-def make_learner(
-    name: str,
-    obs_dim: int,
-    act_dim: int,
-    hidden: Sequence[int] = (200, 200, 200),
-    *,
-    model_kwargs: dict | None = None,
-    seed: int | None = None,
-    device: str | torch.device | None = None,
-    ensemble: int = 1,
-    **learner_kwargs,
-) -> nn.Module:
-    """Builds the learner called ``name`` on a fresh :class:`DynamicsMLP` of the right kind.
+#: every learner a checkpoint can name: the built-ins, ``ensemble``, and those added by :func:`register_learner`
+LEARNERS: dict[str, type] = dict(LEARNER_CLASSES)
 
-    Args:
-        name: one of :data:`LEARNER_NAMES`.
-        obs_dim / act_dim: the suite's dimensions.
-        hidden: the network's hidden widths.
-        model_kwargs: more DynamicsMLP arguments (``activation``, ``gaussian``, ``reward_weight``).
-        seed: if given, the weights are initialized under this seed (the global RNG state is restored).
-        device: where the learner goes (default: CPU).
-        ensemble: ``E > 1`` builds an :class:`~meta_mbrl.meta.ensemble.Ensemble` of ``E`` independently
-            initialised members of this kind (stacked parameters, vmapped adapt and forward); 1: the plain learner.
-        **learner_kwargs: the learner's own arguments; for ``cadm`` / ``pearl`` also ``context_dim``
-            (default 10), for ``multitask`` ``embed_dim`` (default 8): the size of the task vector.
 
-    Returns:
-        The learner (an ``nn.Module`` with ``.model``).
+def register_learner(name: str, cls: type) -> None:
+    """Makes ``cls`` buildable and rebuildable from checkpoints under ``name``.
 
     Example:
-        >>> learner = make_learner("pearl", 4, 2, hidden=(32, 32), context_dim=5, kl_weight=0.1)
-        >>> learner.model.context_dim, learner.kl_weight
-        (5, 0.1)
-        >>> make_learner("anil", 4, 2, hidden=(32,), ensemble=3).size
-        3
+        >>> class MyMAML(MAML): pass
+        >>> register_learner("my-maml", MyMAML)
+        >>> learner_name(MyMAML(__import__("meta_mbrl").DynamicsMLP(3, 1, hidden=(8,))))
+        'my-maml'
+        >>> del LEARNERS["my-maml"]
     """
-    _check_name(name)
-    if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1:
-        raise ValueError(f"ensemble: expected an int >= 1 (the number of members), got {ensemble!r}")
-    mk = dict(model_kwargs or {})
-    if name in CONDITIONED:
-        key, default = CONDITIONED[name]
-        mk["context_dim"] = int(learner_kwargs.pop(key, default))
-    with torch.random.fork_rng(devices=[], enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        model = DynamicsMLP(obs_dim, act_dim, hidden=hidden, **mk)
-        if ensemble > 1:
-            from meta_mbrl.meta.ensemble import Ensemble
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name: expected a non-empty string, got {name!r}")
+    if not isinstance(cls, type):
+        raise ValueError(f"cls: expected a class, got {type(cls).__name__}")
+    LEARNERS[name] = cls
 
-            learner = Ensemble(model, member=name, size=ensemble, member_kwargs=learner_kwargs)
-        else:
-            learner = build_learner(name, model, **learner_kwargs)
-    return learner.to(device) if device is not None else learner
+
+def learner_name(learner) -> str:
+    """The registered name of ``learner``'s class (exact class match)."""
+    for name, cls in LEARNERS.items():
+        if type(learner) is cls:
+            return name
+    raise ValueError(f"learner: {type(learner).__name__} is not registered; call register_learner first")
+

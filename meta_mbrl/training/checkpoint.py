@@ -26,6 +26,7 @@ import torch
 
 from meta_mbrl.errors import DivergenceError, FileFormatError
 from meta_mbrl.io import atomic_path
+from meta_mbrl.meta.registry import LEARNERS, learner_name, register_learner
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "learner_from_checkpoint", "register_learner", "LEARNERS",
@@ -34,32 +35,14 @@ __all__ = [
 
 FORMAT = "meta_mbrl.checkpoint/2"
 FORMAT_V1 = "meta_mbrl.checkpoint/1"  # no checksum; still loaded
-LEARNERS: dict[str, type] = {}
 MODELS: dict[str, type] = {}
 
 
-def register_learner(name: str, cls: type) -> None:
-    """Makes ``cls`` rebuildable from checkpoints under ``name``."""
-    LEARNERS[name] = cls
-
-
 def _registries():
-    """Registers the built-in learners (``maml|fomaml|metasgd|anil|reptile|cadm|pearl|multitask|finetune``, and ``ensemble`` of any of them)
-    and models, without overriding names registered by the user."""
-    from meta_mbrl.meta import LEARNER_CLASSES, Ensemble
+    """The built-in models, without overriding names registered by the user (learners: meta.registry)."""
     from meta_mbrl.models import DynamicsMLP
 
-    for name, cls in {**LEARNER_CLASSES, "ensemble": Ensemble}.items():
-        LEARNERS.setdefault(name, cls)
     MODELS.setdefault("DynamicsMLP", DynamicsMLP)
-
-
-def learner_name(learner) -> str:
-    _registries()
-    for name, cls in LEARNERS.items():
-        if type(learner) is cls:
-            return name
-    raise ValueError(f"learner: {type(learner).__name__} is not registered; call register_learner first")
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
