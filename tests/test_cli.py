@@ -40,15 +40,15 @@ def test_help_shows_the_chosen_presets_defaults_and_version():
 def test_make_config_rejects_bad_values():
     with pytest.raises(ValueError, match="preset: expected one of"):
         make_config("huge")
-    with pytest.raises(ValueError, match="train.steps: expected an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="train.steps: expected an integer >= 1, got 0"):
         make_config("quick", steps=0)
     with pytest.raises(ValueError, match=r"overrides: unknown config fields \['stepz'\]"):
         make_config("quick", stepz=3)
-    with pytest.raises(ValueError, match="model.hidden: expected a tuple of ints >= 1"):
+    with pytest.raises(ValueError, match="model.hidden: expected a non-empty sequence of integers >= 1"):
         make_config("quick", hidden=(0,))
-    with pytest.raises(ValueError, match="learner.maml.inner_lr: expected a finite number > 0"):
+    with pytest.raises(ValueError, match=r"learner.maml.inner_lr: expected a finite number in \(0.0, 10000.0\], got nan"):
         make_config("quick", inner_lr=float("nan"))
-    with pytest.raises(ValueError, match="train.steps: expected an int >= 1, got 1.5"):
+    with pytest.raises(ValueError, match="train.steps: expected an integer >= 1, got 1.5"):
         make_config("quick", steps=1.5)
     with pytest.raises(ValueError, match="learner.cadm.encoder_activation: expected one of"):
         make_config("quick", {"learner.cadm.encoder_activation": "gelu"})
@@ -121,7 +121,7 @@ def test_train_then_bench_kshot_on_point_mass(tmp_path, capsys):
     assert (run / "control.csv").read_bytes() == before
     assert sorted(p.name for p in (run / "evaluations").iterdir()) == ["control-001.csv", "control-002.csv"]
     assert main(["evaluate", "--checkpoint", str(run), "--planner", "cem", "--plan-population", "0"]) == 2
-    assert "planner.population: expected an int >= 1" in capsys.readouterr().err
+    assert "planner.population: expected an integer >= 1" in capsys.readouterr().err
 
 
 def test_cli_errors_name_the_argument(tmp_path, capsys):
@@ -182,7 +182,49 @@ def test_ensemble_from_the_cli_trains_evaluates_and_resumes(tmp_path, capsys):
     assert "planner.particles: expected a multiple of learner.ensemble (2)" in capsys.readouterr().err
     assert main(["train", "--suite", "point-mass", "--preset", "test", "--ensemble", "0", "--run-dir",
                  str(tmp_path / "bad"), "--no-progress"]) == 2
-    assert "learner.ensemble: expected an int >= 1" in capsys.readouterr().err
+    assert "learner.ensemble: expected an integer >= 1" in capsys.readouterr().err
     # cadm adapts without gradient steps: --control-adapt-steps is refused by name, before any work
     assert main(["evaluate", "--checkpoint", str(run), "--control-adapt-steps", "3"]) == 2
     assert "control.adapt_steps: cadm" in capsys.readouterr().err
+
+
+def test_a_diverged_run_continues_from_its_last_good_checkpoint_with_changes(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from meta_mbrl.meta import MAML
+    from meta_mbrl.training import load_checkpoint
+
+    run = tmp_path / "run"
+    args = ["train", "--suite", "point-mass", "--preset", "test", "--run-dir", str(run), "--no-progress"]
+    real, calls = MAML.meta_loss, {"n": 0}
+
+    def blows_up_at_step_15(self, batch):
+        calls["n"] += 1
+        loss, info = real(self, batch)
+        return (loss * float("nan") if calls["n"] == 15 else loss), info
+
+    monkeypatch.setattr(MAML, "meta_loss", blows_up_at_step_15)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "loss:" in err and "step 15" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert load_checkpoint(run)["step"] == 10  # the last good checkpoint, finite and loadable
+    monkeypatch.setattr(MAML, "meta_loss", real)
+
+    # the same run with a lower outer lr: refused without the flag, continued from step 10 with it
+    assert main([*args, "--outer-lr", "5e-4"]) == 2
+    assert "--resume-with-changes" in capsys.readouterr().err
+    assert main([*args, "--outer-lr", "5e-4", "--resume-with-changes"]) == 0
+    ckpt = load_checkpoint(run)
+    assert ckpt["step"] == 30 and all(bool(torch.isfinite(v).all()) for v in ckpt["state_dict"].values())
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["config"]["train"]["outer_lr"] == 5e-4
+    assert doc["changes"] == [{"at_step": 10, "changes": {"train.outer_lr": [1e-3, 5e-4]}}]
+
+
+def test_control_evaluation_shows_progress(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--suite", "point-mass", "--preset", "test", "--steps", "10", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run)]) == 0
+    assert "control point-mass" in capsys.readouterr().err  # the bar, on stderr

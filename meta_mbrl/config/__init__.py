@@ -11,7 +11,7 @@ Example:
     >>> make_config("quick", steps=0)
     Traceback (most recent call last):
     ...
-    ValueError: train.steps: expected an int >= 1, got 0
+    ValueError: train.steps: expected an integer >= 1, got 0
 """
 
 from __future__ import annotations

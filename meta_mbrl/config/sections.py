@@ -12,12 +12,13 @@ Example:
     >>> TrainSection(steps=0)
     Traceback (most recent call last):
     ...
-    ValueError: train.steps: expected an int >= 1, got 0
+    ValueError: train.steps: expected an integer >= 1, got 0
 """
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal, get_args
+
+from meta_mbrl.checks import MAX_LR, check_bool, check_float, check_int, check_sizes
 
 __all__ = [
     "DataSection", "ModelSection", "MAMLSection", "ReptileSection", "CaDMSection", "PEARLSection", "MultiTaskSection",
@@ -44,24 +45,18 @@ def _where(sec, name: str) -> str:
 
 
 def _int(sec, name: str, lo: int = 1) -> None:
-    v = getattr(sec, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{_where(sec, name)}: expected an int >= {lo}, got {v!r}")
+    check_int(_where(sec, name), getattr(sec, name), minimum=lo)
 
 
 def _float(sec, name: str, lo: float = 0.0, strict: bool = True, hi: float = 1e6) -> None:
-    v = getattr(sec, name)
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > lo if strict else v >= lo) and v <= hi
-    if not ok:
-        rel = ">" if strict else ">="
-        raise ValueError(f"{_where(sec, name)}: expected a finite number {rel} {lo} and <= {hi:g}, got {v!r}")
+    check_float(_where(sec, name), getattr(sec, name), low=lo, high=hi, low_open=strict)
 
 
-def _ints(sec, name: str, lo: int = 1, allow_empty: bool = False) -> None:
+def _ints(sec, name: str) -> None:
     v = getattr(sec, name)
-    if not isinstance(v, tuple) or (not v and not allow_empty) or any(isinstance(x, bool) or not isinstance(x, int) or x < lo
-                                                                       for x in v):
-        raise ValueError(f"{_where(sec, name)}: expected a tuple of ints >= {lo}, got {v!r}")
+    if not isinstance(v, tuple):
+        raise ValueError(f"{_where(sec, name)}: expected a tuple of integers, got {type(v).__name__} {v!r}")
+    check_sizes(_where(sec, name), v)
 
 
 def _choice(sec, name: str) -> None:
@@ -72,8 +67,7 @@ def _choice(sec, name: str) -> None:
 
 
 def _bool(sec, name: str) -> None:
-    if not isinstance(getattr(sec, name), bool):
-        raise ValueError(f"{_where(sec, name)}: expected true or false, got {getattr(sec, name)!r}")
+    check_bool(_where(sec, name), getattr(sec, name))
 
 
 @dataclass(frozen=True)
@@ -141,7 +135,7 @@ class MAMLSection:
     """maml only: learn per-parameter inner learning rates (metasgd always does)."""
 
     def __post_init__(self):
-        _float(self, "inner_lr")
+        _float(self, "inner_lr", hi=MAX_LR)
         _int(self, "inner_steps", 0)
         _bool(self, "first_order")
         _bool(self, "meta_sgd")
@@ -162,7 +156,7 @@ class ReptileSection:
     """What the inner loop of meta-training trains on: both (support then query) or support."""
 
     def __post_init__(self):
-        _float(self, "inner_lr")
+        _float(self, "inner_lr", hi=MAX_LR)
         _int(self, "inner_steps", 0)
         _choice(self, "inner_data")
 
@@ -237,7 +231,7 @@ class MultiTaskSection:
 
     def __post_init__(self):
         _int(self, "embed_dim")
-        _float(self, "inner_lr")
+        _float(self, "inner_lr", hi=MAX_LR)
         _int(self, "inner_steps", 0)
         _bool(self, "first_order")
 
@@ -256,7 +250,7 @@ class FineTuneSection:
 
     def __post_init__(self):
         _int(self, "adapt_steps", 0)
-        _float(self, "adapt_lr")
+        _float(self, "adapt_lr", hi=MAX_LR)
 
 
 @dataclass(frozen=True)
