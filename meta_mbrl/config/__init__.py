@@ -47,7 +47,7 @@ __all__ = [
     "RunConfig", "DataSection", "ModelSection", "LearnerSection", "MAMLSection", "ReptileSection", "CaDMSection",
     "PEARLSection", "MultiTaskSection", "FineTuneSection", "TrainSection", "KShotSection", "PlannerSection",
     "ControlSection", "SECTIONS", "PRESETS", "FAMILY_OF", "make_config", "to_dict", "from_dict", "config_paths",
-    "short_names", "learner_kwargs", "model_kwargs", "field_docs", "run_environment", "CONFIG_FORMAT",
+    "short_names", "section_of", "learner_kwargs", "model_kwargs", "field_docs", "run_environment", "CONFIG_FORMAT",
 ]
 
 CONFIG_FORMAT = "meta_mbrl.config/2"
@@ -74,7 +74,8 @@ def config_paths(cls: type = RunConfig, prefix: str = "") -> dict[str, dataclass
     return out
 
 
-def _section_of(path: str) -> type:
+def section_of(path: str) -> type:
+    """The section class that holds the field at a dotted path (``RunConfig`` for ``seed`` and ``device``)."""
     cls = RunConfig
     for part in path.split(".")[:-1]:
         cls = cls.__dataclass_fields__[part].type
@@ -89,7 +90,7 @@ def short_names() -> dict[str, str]:
         count[p.rsplit(".", 1)[-1]] = count.get(p.rsplit(".", 1)[-1], 0) + 1
     out = {p.rsplit(".", 1)[-1]: p for p in paths if count[p.rsplit(".", 1)[-1]] == 1}
     for p, f in paths.items():
-        cls = _section_of(p)
+        cls = section_of(p)
         out.setdefault(f"{cls.PREFIX}{f.name}".replace("-", "_"), p)  # the flag name: plan_horizon, control_num_evals
         for a in f.metadata.get("aliases", ()):
             out[a.lstrip("-").replace("-", "_")] = p

@@ -19,7 +19,7 @@ import argparse
 import typing
 from collections.abc import Sequence
 
-from meta_mbrl.config import RunConfig, config_paths, field_docs, make_config
+from meta_mbrl.config import RunConfig, config_paths, field_docs, make_config, section_of
 
 __all__ = ["add_config_flags", "overrides_from_args", "flag_of"]
 
@@ -30,16 +30,9 @@ def _leaf_value(cfg, path: str):
     return cfg
 
 
-def _owner(path: str) -> type:
-    cls = RunConfig
-    for part in path.split(".")[:-1]:
-        cls = cls.__dataclass_fields__[part].type
-    return cls
-
-
 def flag_of(path: str) -> str:
     """The main flag of a config path, e.g. ``"planner.horizon"`` -> ``"--plan-horizon"``."""
-    cls, name = _owner(path), path.rsplit(".", 1)[-1]
+    cls, name = section_of(path), path.rsplit(".", 1)[-1]
     aliases = cls.__dataclass_fields__[name].metadata.get("aliases", ())
     if name == "name" and aliases:  # learner.name is --learner, planner.name is --planner
         return aliases[0]
@@ -70,10 +63,10 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: RunConfig | None
         if sections is not None and not any(sec == s or sec.startswith(s + ".") for s in sections):
             continue
         if sec not in groups:
-            cls = _owner(path)
+            cls = section_of(path)
             doc = (cls.__doc__ or "").strip().splitlines()[0] if cls is not RunConfig else "Run-wide settings."
             groups[sec] = parser.add_argument_group(f"{sec}", doc)
-        cls, tp = _owner(path), f.type
+        cls, tp = section_of(path), f.type
         flags = list(dict.fromkeys([flag_of(path), *f.metadata.get("aliases", ())]))
         clash = seen.intersection(flags)
         if clash:  # pragma: no cover - a programming error in the sections
