@@ -17,7 +17,7 @@ import pandas as pd
 
 from meta_mbrl.config import CONFIG_FORMAT, RunConfig, from_dict, learner_kwargs, make_config, model_kwargs, run_environment, to_dict
 from meta_mbrl.data import TaskBuffer, collect
-from meta_mbrl.errors import FileFormatError
+from meta_mbrl.errors import DivergenceError, FileFormatError
 from meta_mbrl.evaluation import kshot_benchmark, summarize_kshot
 from meta_mbrl.io import atomic_path
 from meta_mbrl.stages import StageCache, content_key
@@ -245,17 +245,22 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
         train_kwargs = dict(tasks_per_batch=t.tasks_per_batch, support=t.support, query=t.query, lr=t.outer_lr,
                             grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
                             device=cfg.device, tensorboard=t.tensorboard, config=to_dict(cfg), query_mode=t.query_mode)
-        if t.mb_rounds > 1:
-            from meta_mbrl.training import model_based_meta_train
+        try:
+            if t.mb_rounds > 1:
+                from meta_mbrl.training import model_based_meta_train
 
-            model_based_meta_train(
-                learner, suite, select_tasks(suite.train_tasks, t.mb_tasks_per_class), buffer,
-                lambda lr, n: build_agent(cfg, lr, suite, n), rounds=t.mb_rounds,
-                steps_per_round=-(-t.steps // t.mb_rounds), run_dir=run, seed=cfg.seed, progress=progress, **train_kwargs,
-            )
-            out(f"model-based data loop: {t.mb_rounds} rounds, now {buffer}")
-        else:
-            meta_train(learner, buffer, steps=t.steps, run_dir=run, seed=cfg.seed, progress=progress, **train_kwargs)
+                model_based_meta_train(
+                    learner, suite, select_tasks(suite.train_tasks, t.mb_tasks_per_class), buffer,
+                    lambda lr, n: build_agent(cfg, lr, suite, n), rounds=t.mb_rounds,
+                    steps_per_round=-(-t.steps // t.mb_rounds), run_dir=run, seed=cfg.seed, progress=progress,
+                    **train_kwargs,
+                )
+                out(f"model-based data loop: {t.mb_rounds} rounds, now {buffer}")
+            else:
+                meta_train(learner, buffer, steps=t.steps, run_dir=run, seed=cfg.seed, progress=progress, **train_kwargs)
+        except DivergenceError as e:
+            raise DivergenceError(f"{e}. From the command line: re-run the same command with the changed settings (e.g. "
+                                  f"--outer-lr {t.outer_lr / 3:.2g}) and --resume-with-changes") from None
         kshot = kshot_run(run, run / "kshot.csv", progress=progress, out=out, suite=suite, cfg=cfg)
         control_run(run, run / "control.csv", out=out, suite=suite, cfg=cfg, progress=progress)
     return kshot

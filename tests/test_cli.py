@@ -204,6 +204,7 @@ def test_a_diverged_run_continues_from_its_last_good_checkpoint_with_changes(tmp
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "loss:" in err and "step 15" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "step 10" in err and "--resume-with-changes" in err  # where the last good checkpoint is, and how to go on
     assert load_checkpoint(run)["step"] == 10  # the last good checkpoint, finite and loadable
     monkeypatch.setattr(MAML, "meta_loss", real)
 
