@@ -363,7 +363,8 @@ def _kshot_run(checkpoint, out_csv, progress, out, suite, cfg, overrides) -> pd.
     key = content_key(checkpoint=ckpt["state_dict"], kshot=to_dict(cfg.kshot),
                       suite=cfg.data.suite, seed=cfg.seed, policy=cfg.data.policy)
     out_csv = Path(out_csv)
-    if cache.fresh("kshot", key, out_csv):
+    stage = _stage_name("kshot", out_csv, run)
+    if cache.fresh(stage, key, out_csv):
         df = pd.read_csv(out_csv)
         out(f"\nfew-shot benchmark: inputs unchanged, reusing {out_csv}")
         return df
@@ -388,13 +389,23 @@ def _kshot_run(checkpoint, out_csv, progress, out, suite, cfg, overrides) -> pd.
                                scratch_steps=k.scratch_steps, seed=cfg.seed, progress=progress, data=data)
     df["meta_train_env_steps"] = ckpt["env_steps"]
     write_csv(df, out_csv)
-    cache.record("kshot", key)
+    cache.record(stage, key)
     _print_kshot(df, info, ckpt["env_steps"], ckpt["sources"], out=out)
     out(f"\nwrote {out_csv}")
     return df
 
 
 # ---------------------------------------------------------------------------------------------- control
+def _stage_name(kind: str, out_csv: Path, run: Path) -> str:
+    """A stage is keyed by its output file: relative to the run directory inside it (so two run directories'
+    records compare equal), absolute outside it."""
+    try:
+        where = out_csv.resolve().relative_to(run.resolve()).as_posix()
+    except ValueError:
+        where = str(out_csv.resolve())
+    return f"{kind}:{where}"
+
+
 def _next_free(run: Path, stem: str = "control") -> Path:
     """``RUN/evaluations/control-001.csv``, the first number not taken."""
     folder = run / "evaluations"
@@ -434,7 +445,8 @@ def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress) -> t
     cache = StageCache(run)
     key = content_key(checkpoint=ckpt["state_dict"], planner=to_dict(cfg.planner),
                       control=to_dict(cfg.control), suite=cfg.data.suite, seed=cfg.seed)
-    if cache.fresh(f"control:{out_csv.name}", key, out_csv):
+    stage = _stage_name("control", out_csv, run)
+    if cache.fresh(stage, key, out_csv):
         df = pd.read_csv(out_csv)
         out(f"\ncontrol: inputs unchanged, reusing {out_csv}")
         return df, {}
@@ -454,7 +466,7 @@ def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress) -> t
     for k, v in budget.items():
         df[k] = v
     write_csv(df, out_csv)
-    cache.record(f"control:{out_csv.name}", key)
+    cache.record(stage, key)
     with pd.option_context("display.width", 200, "display.precision", 3):
         out(f"\nControl on held-out test tasks, judged by {judge}")
         out(f"planner={p.name} (horizon {p.horizon}, population {p.population}, "

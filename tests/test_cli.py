@@ -104,6 +104,8 @@ def test_train_then_bench_kshot_on_point_mass(tmp_path, capsys):
     assert main(["bench", "kshot", "--checkpoint", str(run), "--out", str(out_csv), "--kshot-ks", "4", "--no-progress"]) == 0
     assert set(pd.read_csv(out_csv).k) == {4}
     assert "reusing" in capsys.readouterr().out  # the evaluation data and oracles are not collected and fit again
+    assert main(args) == 0  # another benchmark file does not invalidate the run's own stages
+    assert "few-shot benchmark: inputs unchanged" in capsys.readouterr().out
 
     ctl = tmp_path / "c.csv"
     assert main(["evaluate", "--checkpoint", str(run), "--out", str(ctl), "--planner", "mppi", "--plan-horizon", "3",
