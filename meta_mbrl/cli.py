@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(_preset_of(argv)).parse_args(argv)
     try:
         _run(args)
-    except (ValueError, FloatingPointError, CollectionError) as e:
+    except (ValueError, FloatingPointError, CollectionError, OSError) as e:  # OSError: a path that cannot be used
         msg = " ".join(str(e).split())
         print(f"meta-mbrl: error: {msg}", file=sys.stderr)
         return 2

@@ -132,6 +132,10 @@ def test_cli_errors_name_the_argument(tmp_path, capsys):
     assert main(["train", "--suite", "point-mass", "--preset", "quick", "--run-dir", str(tmp_path / "pm")]) == 2
     assert "kshot.ks: the largest context (128) plus kshot.eval_length (32) is 160" in capsys.readouterr().err
     assert not (tmp_path / "pm" / "train_buffer.npz").exists()
+    (tmp_path / "a-file").write_text("")
+    assert main(["train", "--suite", "point-mass", "--preset", "test", "--run-dir", str(tmp_path / "a-file")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("meta-mbrl: error:") and "a-file" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.metaworld
