@@ -1,4 +1,4 @@
-"""Command line: ``meta-mbrl collect | train | evaluate | bench kshot | bench learners``.
+"""Command line: ``meta-mbrl collect | train | evaluate | bench kshot | bench learners | plot``.
 
 The config flags of every command are generated from the config sections (:mod:`meta_mbrl.config`),
 grouped by section in ``--help``, with the chosen preset's values (or, for commands that read a
@@ -50,13 +50,24 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults, sections=["run", "data"])
 
-    p = sub.add_parser("evaluate", usage="meta-mbrl evaluate --checkpoint RUN [--out FILE] [options]",
-                       help="control success on held-out tasks, judged by metaworld.evaluation")
+    p = sub.add_parser("evaluate", usage="meta-mbrl evaluate --checkpoint RUN [--out FILE] [--video DIR [--video-tasks N]] "
+                       "[options]", help="control success on held-out tasks, judged by metaworld.evaluation")
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint.pt")
     p.add_argument("--out", default=None, help="CSV file to write (default: a new RUN/evaluations/control-NNN.csv)")
+    p.add_argument("--video", default=None, metavar="DIR",
+                   help="after the evaluation, write GIFs of the adapted agent's evaluation episode on held-out tasks "
+                        "into DIR (same planner and control settings, --control-max-episode-steps honoured)")
+    p.add_argument("--video-tasks", type=int, default=None, metavar="N",
+                   help="how many held-out tasks to film: the first task of each test class, then the second, ... "
+                        "(default: one per test class)")
     p.add_argument("--suite", dest="data.suite", default=None, help="suite to evaluate on (default: the checkpoint's)")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults, sections=["run", "planner", "control"], default_note="the checkpoint's")
+
+    p = sub.add_parser("plot", usage="meta-mbrl plot RUN [--out DIR]",
+                       help="PNG figures of a run directory: training curve, few-shot error against K, control")
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: RUN/plots/)")
 
     p_bench = sub.add_parser("bench", help="benchmarks of a trained prior, and of the learner family")
     bsub = p_bench.add_subparsers(dest="bench", required=True)
@@ -78,6 +89,12 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
+    if args.command == "plot":
+        from meta_mbrl.evaluation.plots import plot_run
+
+        for path in plot_run(args.run, args.out):
+            print(path)
+        return
     from meta_mbrl import runs
 
     overrides = overrides_from_args(args)
@@ -89,7 +106,15 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "collect":
         runs.collect_run(make_config(args.preset, overrides), args.split, args.out, progress=progress)
     elif args.command == "evaluate":
+        if args.video is None and args.video_tasks is not None:
+            raise ValueError(f"video_tasks: --video-tasks {args.video_tasks} needs --video DIR (where to write the GIFs)")
+        if args.video_tasks is not None and args.video_tasks < 1:
+            raise ValueError(f"video_tasks: expected an int >= 1, got {args.video_tasks}")
+        if args.video is not None:
+            import meta_mbrl.evaluation.video  # noqa: F401  # chooses MuJoCo's offscreen GL backend before MuJoCo loads
         runs.control_run(args.checkpoint, args.out, overrides=overrides, progress=progress)
+        if args.video is not None:
+            runs.video_run(args.checkpoint, args.video, tasks=args.video_tasks, overrides=overrides)
     elif args.bench == "kshot":
         runs.kshot_run(args.checkpoint, args.out, overrides=overrides, progress=progress)
     else:
@@ -102,12 +127,13 @@ def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; a user's mistake or a failed run prints one line on stderr and returns 2."""
     from meta_mbrl.errors import CollectionError
+    from meta_mbrl.evaluation.plots import OptionalDependencyError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(_preset_of(argv)).parse_args(argv)
     try:
         _run(args)
-    except (ValueError, FloatingPointError, CollectionError, OSError) as e:  # OSError: a path that cannot be used
+    except (ValueError, FloatingPointError, CollectionError, OSError, OptionalDependencyError) as e:  # OSError: a path that cannot be used
         msg = " ".join(str(e).split())
         print(f"meta-mbrl: error: {msg}", file=sys.stderr)
         return 2

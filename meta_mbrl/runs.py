@@ -1,5 +1,5 @@
 """What the CLI's commands do, one function each: ``train_run``, ``collect_run``, ``kshot_run``, ``control_run``,
-``learners_run``. Each turns a :class:`~meta_mbrl.config.RunConfig` into plain keyword arguments for
+``video_run``, ``learners_run``. Each turns a :class:`~meta_mbrl.config.RunConfig` into plain keyword arguments for
 the library and reads top to bottom.
 
 A run directory holds ``config.json`` (the config, the environment it ran in, and any changes made
@@ -24,7 +24,8 @@ from meta_mbrl.stages import StageCache, content_key
 from meta_mbrl.training import learner_from_checkpoint, load_checkpoint, meta_train
 
 __all__ = ["build_learner", "build_planner", "build_agent", "select_tasks", "train_run", "collect_run", "kshot_run",
-           "control_run", "learners_run", "evaluate_control", "write_csv", "check_run_config", "seed_everything"]
+           "control_run", "video_run", "video_tasks", "learners_run", "evaluate_control", "write_csv", "check_run_config",
+           "seed_everything"]
 
 
 # ---------------------------------------------------------------------------------------------- building blocks
@@ -458,7 +459,7 @@ def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress) -> t
     budget = {"planner": p.name, "plan_horizon": p.horizon, "plan_population": p.population, "plan_iterations": p.iterations,
               "plan_particles": p.particles, "plan_propagation": p.propagation, "num_evals": info.get("num_evals", 1),
               "adaptation_episodes": info["adaptation_episodes"], "evaluation_episodes": info["evaluation_episodes"],
-              "max_episode_steps": c.max_episode_steps or suite.max_episode_steps, "adapt_steps": c.adapt_steps,
+              "max_episode_steps": info.get("max_episode_steps", suite.max_episode_steps), "adapt_steps": c.adapt_steps,
               "online": c.online, "adapt_env_steps": info["adapt_env_steps"], "eval_env_steps": info["eval_env_steps"],
               "mean_return": info.get("mean_return", float(df["eval_return"].mean()) if "eval_return" in df else float("nan")),
               "judge": judge, "seed": cfg.seed, "checkpoint_step": ckpt["step"], "meta_train_env_steps": ckpt["env_steps"],
@@ -507,6 +508,79 @@ def evaluate_control(cfg: RunConfig, learner, suite, progress: bool = False) -> 
     df, info = protocol_evaluation(agent, suite, tasks, adaptation_episodes=c.adaptation_episodes,
                                    evaluation_episodes=c.evaluation_episodes, seed=cfg.seed, progress=progress)
     return df, info, "meta_mbrl.evaluation.protocol_evaluation (mean return; no success criterion)"
+
+
+# ---------------------------------------------------------------------------------------------- videos
+def video_tasks(tasks, n: int | None = None) -> list:
+    """The tasks a video shows: the first task of each class, then the second of each, ..., ``n`` in all.
+
+    ``n`` None: one per class.
+
+    Example:
+        >>> import task_suites
+        >>> [t.id for t in video_tasks(task_suites.make("point-mass").test_tasks, 2)]
+        ['point-mass/test/00', 'point-mass/test/01']
+    """
+    tasks = list(tasks)
+    classes = list(dict.fromkeys(t.name for t in tasks))
+    if n is None:
+        n = len(classes)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"video_tasks: expected an int >= 1, got {n!r}")
+    rank = {c: i for i, c in enumerate(classes)}
+    order = sorted(range(len(tasks)), key=lambda i: (tasks[i].index, rank[tasks[i].name], i))
+    return [tasks[i] for i in order[:n]]
+
+
+def video_run(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tasks: int | None = None, out=print,
+              suite=None, cfg: RunConfig | None = None, overrides: dict | None = None) -> list[Path]:
+    """GIFs of a checkpoint's adapted agent on held-out tasks, with the control settings (``meta-mbrl evaluate --video``).
+
+    On each of :func:`video_tasks` ``(suite.test_tasks, tasks)`` a fresh one-env agent (the config's
+    planner and adaptation settings, :func:`build_agent`) explores for ``control.adaptation_episodes``
+    episodes, adapts, and its evaluation episode is written as ``out_dir/<task id, / -> _>.gif``;
+    episodes are ``control.max_episode_steps`` long where that is set.
+
+    If nothing can be rendered (no OpenGL backend for MuJoCo), prints one line
+    ``video: <reason>; the evaluation above is unaffected`` and returns the GIFs written before that.
+
+    Args:
+        checkpoint: run directory or ``checkpoint.pt``.
+        out_dir: folder of the GIFs.
+        tasks: how many held-out tasks (default: one per test class).
+        cfg / overrides: as in :func:`control_run` (default: the checkpoint's config).
+
+    Returns:
+        The GIF paths written.
+    """
+    import task_suites
+    from meta_mbrl.checks import check_device
+    from meta_mbrl.evaluation.video import RenderUnavailable, record_episodes
+
+    if tasks is not None and (isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1):
+        raise ValueError(f"video_tasks: expected an int >= 1, got {tasks!r}")
+    ckpt = load_checkpoint(checkpoint)
+    cfg = checkpoint_config(ckpt, cfg, overrides)
+    check_device("device", cfg.device)
+    adapt_opts(cfg)
+    learner = learner_from_checkpoint(ckpt, device=cfg.device)
+    suite = suite or task_suites.make(cfg.data.suite, seed=cfg.seed)
+    chosen = video_tasks(suite.test_tasks, tasks)
+    seed_everything(cfg.seed)
+    written: list[Path] = []
+    out_dir = Path(out_dir)
+
+    def fresh_agent():
+        return build_agent(cfg, learner, suite, num_envs=1)
+
+    try:
+        for task in chosen:
+            written += record_episodes(fresh_agent, suite, [task], out_dir, adaptation_episodes=cfg.control.adaptation_episodes,
+                                       max_episode_steps=cfg.control.max_episode_steps or None, seed=cfg.seed)
+            out(f"wrote {written[-1]}")
+    except RenderUnavailable as e:
+        out(f"video: {' '.join(str(e).split())}; the evaluation above is unaffected")
+    return written
 
 
 # ---------------------------------------------------------------------------------------------- learner comparison

@@ -400,7 +400,8 @@ class ControlSection:
     evaluation_episodes: int = 1
     """Scored episodes per test class after adapting (Meta-World counts them per class; other suites per task)."""
     max_episode_steps: int = 0
-    """Episode length; 0 keeps the suite's (Meta-World: 500). Shorter only for smoke tests."""
+    """Episode length of Meta-World's evaluation; 0 keeps the suite's (500). Shorter only for smoke tests (other suites
+    keep their own episode length; control.csv records the length used)."""
     meta_batch_size: int = 0
     """Test sub-envs acted in at once, a multiple of the test classes; 0 means one per class (ML1: use e.g. 10)."""
     adapt_steps: int = 0
