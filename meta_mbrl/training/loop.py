@@ -213,7 +213,9 @@ def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, 
                 bad = [names.get(id(p), "?") for p in params if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
                 raise diverged(
                     f"grad_norm: expected a finite global gradient norm, got {float(gnorm)} at step {done} "
-                    f"(non-finite gradients of {_first(bad) or 'no single parameter'}); the optimizer step was not taken"
+                    + (f"(non-finite gradients of {_first(bad)})" if bad else
+                       "(every gradient is finite, but their global norm overflowed: the gradients are huge)")
+                    + "; the optimizer step was not taken"
                 )
             opt.step()
             state = {k: v for k, v in learner.state_dict().items() if v.is_floating_point() or v.is_complex()}
