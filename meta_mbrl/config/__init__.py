@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import typing
@@ -181,8 +182,9 @@ def model_kwargs(cfg: RunConfig) -> dict:
     return dict(activation=cfg.model.activation, gaussian=cfg.model.gaussian, reward_weight=cfg.model.reward_weight)
 
 
+@functools.cache
 def field_docs(cls) -> dict[str, str]:
-    """The attribute docstrings of a dataclass (the string literal after each field)."""
+    """The attribute docstrings of a dataclass (the string literal after each field); parsed once per class."""
     import ast
     import inspect
     import textwrap
