@@ -39,6 +39,9 @@ class BaseSuite:
     obs_dim: int
     act_dim: int
     max_episode_steps: int
+    object_slices: tuple[tuple[int, int], ...] = ()
+    """Where the observation holds the positions of the objects the agent can move, as ``(start, stop)``
+    slices (Meta-World: the two object positions). Empty where there is no object (point-mass)."""
 
     def make_env(self, task: Task, seed: int | None = None) -> gym.Env:  # pragma: no cover - abstract
         raise NotImplementedError
