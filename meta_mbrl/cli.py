@@ -73,7 +73,10 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     bsub = p_bench.add_subparsers(dest="bench", required=True)
     p = bsub.add_parser("kshot", help="few-shot model benchmark on the held-out test tasks")
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint.pt")
-    p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument("--out", required=True, help="CSV file to write (and <stem>.summary.csv: means with intervals)")
+    p.add_argument("--suite", dest="data.suite", default=None,
+                   help="suite whose held-out tasks to score (default: the checkpoint's), e.g. a custom split of "
+                        "Meta-World classes outside the training suite")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults, sections=["run", "kshot"], default_note="the checkpoint's")
     p = bsub.add_parser("learners", usage="meta-mbrl bench learners --out FILE [--learners NAME ...] [options]",

@@ -321,20 +321,51 @@ def _kshot_key(cfg: RunConfig, ckpt: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- few-shot benchmark
-def _print_kshot(df: pd.DataFrame, info: dict, env_steps: int, sources, out=print) -> None:
-    table, gap = summarize_kshot(df)
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
-        out("\nFew-shot model benchmark on held-out test tasks (mean over tasks and evaluation points)")
-        out(f"evaluation data: policy={info['eval_policy']}, {info['eval_env_steps']} env steps; "
-            f"oracle data: {info['oracle_transitions_per_task']} transitions per task, "
+def _kshot_data_dir(run: Path, ckpt: dict, cfg: RunConfig) -> tuple[Path, str]:
+    """Where a checkpoint's few-shot data and oracles live: ``kshot_data/`` for the suite it was trained on,
+    ``kshot_data-<suite>/`` for another suite's held-out tasks (``bench kshot --suite``); and their stage name."""
+    import re
+
+    trained_on = ((ckpt.get("config") or {}).get("data") or {}).get("suite")
+    if trained_on in (None, cfg.data.suite):
+        return run / "kshot_data", "kshot_data"
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", cfg.data.suite).strip("-")[:40]
+    return run / f"kshot_data-{slug}-{content_key(suite=cfg.data.suite)[:8]}", f"kshot_data:{cfg.data.suite}"
+
+
+def kshot_summary(df: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The few-shot table with intervals (per K and method), and the guarded gap closed for dynamics and reward.
+
+    Returns:
+        ``(table, gaps)``: :func:`~meta_mbrl.evaluation.kshot_stats.kshot_table` rows, and one row per
+        (metric, K) of :func:`~meta_mbrl.evaluation.kshot_stats.guarded_gap`.
+    """
+    from meta_mbrl.evaluation.kshot_stats import guarded_gap, kshot_table
+
+    table = kshot_table(df, seed=seed)
+    gaps = pd.concat({m: guarded_gap(df, m, seed=seed) for m in ("dyn_mse", "reward_mse")}, names=["metric"])
+    return table, gaps
+
+
+def _print_kshot(df: pd.DataFrame, info: dict, env_steps: int, sources, out=print, seed: int = 0) -> pd.DataFrame:
+    from meta_mbrl.evaluation.kshot_stats import format_ci
+
+    table, gaps = kshot_summary(df, seed)
+    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 200):
+        out("\nFew-shot model benchmark on held-out test tasks: mean [95% interval, bootstrap over tasks and windows]")
+        out(f"tasks: {df['task'].nunique()}, windows per task: {int(df['windows'].max())}, "
+            f"evaluation steps per window: {int(df['eval_length'].max())}; evaluation data: policy={info['eval_policy']}, "
+            f"{info['eval_env_steps']} env steps; oracle data: {info['oracle_transitions_per_task']} transitions per task, "
             f"{info['oracle_env_steps']} env steps")
         out(f"meta-training data: {env_steps} env steps from {json.dumps(sources)}")
-        out(table.to_string())
-        out("\nFraction of the prior-to-oracle dyn_mse gap closed by adaptation, (prior - adapted) / (prior - oracle):")
-        out(gap.to_string())
-        gap_r = summarize_kshot(df, "reward_mse")[1]
-        out("\nSame for reward_mse:")
-        out(gap_r.to_string())
+        out(format_ci(table, ["dyn_mse", "reward_mse", "dyn_mse_moved", "reward_mse_moved"]).to_string())
+        if "moved_frac" in table.columns:
+            out(f"share of evaluation transitions that move an object: {table['moved_frac'].iloc[0]:.3f} "
+                "(*_moved columns: errors on those transitions only)")
+        out("\nFraction of the prior-to-oracle gap closed by adaptation, on tasks where the oracle beats the prior by 5% "
+            "or more (others listed apart):")
+        out(gaps.to_string(float_format=lambda v: f"{v:.3f}"))
+    return table
 
 
 def kshot_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike, progress: bool = True, out=print,
@@ -374,15 +405,18 @@ def _kshot_run(checkpoint, out_csv, progress, out, suite, cfg, overrides) -> pd.
     tasks = select_tasks(suite.test_tasks, cfg.kshot.tasks_per_class)
     k = cfg.kshot
     data_key = _kshot_key(cfg, ckpt)
-    data_dir = run / "kshot_data"
-    data = load_kshot_data(data_dir, suite, learner.model) if cache.fresh("kshot_data", data_key, data_dir / "oracles.pt") else None
+    data_dir, data_stage = _kshot_data_dir(run, ckpt, cfg)
+    if (suite.obs_dim, suite.act_dim) != (learner.model.obs_dim, learner.model.act_dim):
+        raise ValueError(f"data.suite: {suite.name} has obs/act dims {(suite.obs_dim, suite.act_dim)}, the checkpoint's "
+                         f"network {(learner.model.obs_dim, learner.model.act_dim)}")
+    data = load_kshot_data(data_dir, suite, learner.model) if cache.fresh(data_stage, data_key, data_dir / "oracles.pt") else None
     if data is None:
         seed_everything(cfg.seed)
         data = prepare_kshot(learner.model, suite, tasks, policy=cfg.data.policy, eval_episodes=k.eval_episodes,
                              oracle_transitions=k.oracle_transitions, oracle_steps=k.oracle_steps, seed=cfg.seed,
                              progress=progress)
         save_kshot_data(data, data_dir)
-        cache.record("kshot_data", data_key)
+        cache.record(data_stage, data_key)
     else:
         out("few-shot evaluation data and oracles: inputs unchanged, reusing " + str(data_dir))
     seed_everything(cfg.seed)
@@ -390,10 +424,16 @@ def _kshot_run(checkpoint, out_csv, progress, out, suite, cfg, overrides) -> pd.
                                scratch_steps=k.scratch_steps, seed=cfg.seed, progress=progress, data=data)
     df["meta_train_env_steps"] = ckpt["env_steps"]
     write_csv(df, out_csv)
+    table = _print_kshot(df, info, ckpt["env_steps"], ckpt["sources"], out=out, seed=cfg.seed)
+    write_csv(table.reset_index(), summary_path(out_csv))
     cache.record(stage, key)
-    _print_kshot(df, info, ckpt["env_steps"], ckpt["sources"], out=out)
-    out(f"\nwrote {out_csv}")
+    out(f"\nwrote {out_csv} and {summary_path(out_csv)}")
     return df
+
+
+def summary_path(out_csv: str | os.PathLike) -> Path:
+    """Where the summary of a few-shot table goes: ``kshot.csv`` -> ``kshot.summary.csv``."""
+    return Path(out_csv).with_suffix(".summary.csv")
 
 
 # ---------------------------------------------------------------------------------------------- control
@@ -632,6 +672,12 @@ def learners_run(cfg: RunConfig, names, out_csv: str | os.PathLike, control: boo
     table["steps"] = t.steps
     write_csv(table, out_csv)
     write_csv(kshot, Path(out_csv).with_suffix(".kshot.csv"))
+    if len(kshot):
+        from meta_mbrl.evaluation.kshot_stats import kshot_table
+
+        summary = pd.concat({n: kshot_table(part, seed=cfg.seed) for n, part in kshot.groupby("learner", sort=False)},
+                            names=["learner"])
+        write_csv(summary.reset_index(), Path(out_csv).with_suffix(".kshot.summary.csv"))
     with pd.option_context("display.width", 250, "display.max_columns", 40, "display.precision", 4):
         out(f"\nLearners on {suite.name}: {t.steps} meta-train steps on {buffer.env_steps} env steps of {cfg.data.policy} data, "
             f"seed {cfg.seed}; few-shot columns are the adapted model on held-out tasks; latency with K=32")

@@ -84,7 +84,11 @@ def test_train_then_bench_kshot_on_point_mass(tmp_path, capsys):
     control = pd.read_csv(run / "control.csv")
     assert len(control) == 10 and control.eval_return.notna().all()
     df = pd.read_csv(run / "kshot.csv")
-    assert KSHOT_COLUMNS <= set(df.columns) and set(df.method) == {"prior", "adapted", "scratch", "oracle"}
+    assert KSHOT_COLUMNS <= set(df.columns)
+    assert set(df.method) == {"prior", "adapted", "scratch", "oracle", "persistence", "context_mean", "ridge"}
+    summary = pd.read_csv(run / "kshot.summary.csv")
+    assert {"k", "method", "dyn_mse", "dyn_mse_lo", "dyn_mse_hi", "reward_mse_lo"} <= set(summary.columns)
+    assert (summary.dyn_mse_lo <= summary.dyn_mse).all() and (summary.dyn_mse <= summary.dyn_mse_hi).all()
     assert set(df.k) == {8, 16}
     doc = json.loads((run / "config.json").read_text())
     assert doc["config"]["data"]["suite"] == "point-mass" and doc["environment"]["versions"]["torch"]

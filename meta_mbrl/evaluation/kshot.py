@@ -30,7 +30,8 @@ from meta_mbrl.adaptation import AdaptedModel
 from meta_mbrl.data.rollout import collect
 from meta_mbrl.types import Transitions, as_tensor_transitions
 
-__all__ = ["kshot_benchmark", "prepare_kshot", "KShotData", "reference_network", "summarize_kshot", "fit_models"]
+__all__ = ["kshot_benchmark", "prepare_kshot", "KShotData", "reference_network", "summarize_kshot", "fit_models",
+           "save_kshot_data", "load_kshot_data"]
 
 
 def _fresh_params(model, num: int, seed: int) -> dict[str, torch.Tensor]:
@@ -73,31 +74,52 @@ def fit_models(model, data: Sequence[Transitions], steps: int, batch_size: int |
     return {k: v.detach() for k, v in params.items()}
 
 
-def _metrics(model, norm, evals: Transitions, horizon: int) -> dict[str, float]:
-    """Metrics of a DynamicsModel batched over ``W`` windows on evaluation segments ``(W, L, ·)``.
+def _metrics(model, norm, evals: Transitions, horizon: int, moved: torch.Tensor | None) -> dict[str, np.ndarray]:
+    """Per-window metrics of a DynamicsModel batched over ``W`` windows on evaluation segments ``(W, L, ·)``.
 
-    ``norm`` is the network whose normalizers set the units (the learner's prior network).
+    ``norm`` is the network whose normalizers set the units (the learner's prior network). ``moved``
+    ``(W, L)`` marks the transitions that move an object (None: the suite has no objects); the
+    ``*_moved`` / ``*_still`` columns average over those transitions only (NaN where a window has none),
+    ``n_moved`` counts them.
     """
     with torch.no_grad():
         pred = model.predict(evals.obs, evals.act)
         d_std, o_std = norm.delta_norm.std, norm.obs_norm.std
-        dyn = (((pred.next_obs - evals.next_obs) / d_std) ** 2).mean(-1).mean(-1)
-        rew = ((pred.reward - evals.reward) ** 2).mean(-1)
+        dyn = (((pred.next_obs - evals.next_obs) / d_std) ** 2).mean(-1)      # (W, L)
+        rew = (pred.reward - evals.reward) ** 2                                  # (W, L)
         obs = evals.obs[:, 0]
         errs = []
         for h in range(horizon):
             obs = model.predict(obs.unsqueeze(1), evals.act[:, h:h + 1]).next_obs[:, 0]
             errs.append((((obs - evals.next_obs[:, h]) / o_std) ** 2).mean(-1))
         h10 = torch.stack(errs, -1).mean(-1)
-    return {"dyn_mse": float(dyn.mean()), "reward_mse": float(rew.mean()), "dyn_mse_h10": float(h10.mean())}
+    out = {"dyn_mse": dyn.mean(-1), "reward_mse": rew.mean(-1), "dyn_mse_h10": h10}
+    if moved is not None:
+        for name, mask in (("moved", moved), ("still", ~moved)):
+            n = mask.sum(-1)
+            nan = torch.full_like(n, float("nan"), dtype=dyn.dtype)
+            out[f"dyn_mse_{name}"] = torch.where(n > 0, (dyn * mask).sum(-1) / n.clamp_min(1), nan)
+            out[f"reward_mse_{name}"] = torch.where(n > 0, (rew * mask).sum(-1) / n.clamp_min(1), nan)
+        out["n_moved"] = moved.sum(-1)
+    return {k: v.detach().double().cpu().numpy() for k, v in out.items()}
 
 
-def _windows(trajs: list[Transitions], kmax: int, length: int, num: int, rng) -> list[tuple[int, int]]:
-    cands = [(i, s) for i, tr in enumerate(trajs) for s in range(kmax, tr.reward.shape[0] - length + 1)]
-    if not cands:
-        raise ValueError(f"ks: trajectories too short for K={kmax} context plus {length} evaluation steps")
-    pick = rng.choice(len(cands), size=min(num, len(cands)), replace=False)
-    return [cands[j] for j in pick]
+def _stream(trajs: list[Transitions]) -> tuple[Transitions, np.ndarray]:
+    """A task's trajectories end to end, and the id of the trajectory each transition belongs to."""
+    stream = Transitions(*(np.concatenate([getattr(tr, f) for tr in trajs]) for f in Transitions._fields))
+    owner = np.concatenate([np.full(tr.reward.shape[0], i) for i, tr in enumerate(trajs)])
+    return stream, owner
+
+
+def _windows(owner: np.ndarray, kmax: int, length: int, num: int, rng) -> np.ndarray:
+    """Evaluation starts ``s`` in a task's stream: ``kmax`` transitions before it (a context may span earlier
+    episodes of the task, as Meta-World's adaptation episodes do), ``length`` after it within one episode."""
+    n = owner.shape[0]
+    cands = np.array([s for s in range(kmax, n - length + 1) if owner[s] == owner[s + length - 1]], dtype=np.int64)
+    if cands.size == 0:
+        raise ValueError(f"ks: the task's {n} evaluation transitions hold no window of K={kmax} context plus {length} "
+                         "evaluation steps in one episode; collect more kshot.eval_episodes")
+    return np.sort(cands[rng.choice(cands.size, size=min(num, cands.size), replace=False)])
 
 
 def reference_network(model):
@@ -152,7 +174,8 @@ def prepare_kshot(model, suite, tasks: Sequence, *, policy="colored-noise", eval
         steps=oracle_steps, batch_size=256, seed=seed + 1, progress=progress, desc="fit oracles",
     )
     info = {"eval_policy": label, "eval_env_steps": eval_buf.env_steps, "oracle_env_steps": oracle_buf.env_steps,
-            "oracle_transitions_per_task": oracle_buf.num_transitions // len(tasks)}
+            "oracle_transitions_per_task": oracle_buf.num_transitions // len(tasks),
+            "object_slices": [list(x) for x in getattr(suite, "object_slices", ())]}
     return KShotData(tasks, eval_buf, ref, oracle_params, info)
 
 
@@ -196,6 +219,7 @@ def load_kshot_data(folder, suite, model) -> KShotData:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         tasks = [suite.task(t) for t in json.loads(payload["task_ids"])]
         info = json.loads(payload["info"])
+        info.setdefault("object_slices", [list(x) for x in getattr(suite, "object_slices", ())])
         params = dict(payload["oracle_params"])
     except (OSError, EOFError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
         raise FileFormatError(f"kshot data: cannot read {str(path)!r}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
@@ -229,6 +253,7 @@ def kshot_benchmark(
     seed: int = 0,
     progress: bool = True,
     data: KShotData | None = None,
+    baselines: bool = True,
 ) -> tuple[pd.DataFrame, dict]:
     """Runs the few-shot model benchmark on ``tasks`` (normally the suite's test tasks).
 
@@ -236,10 +261,24 @@ def kshot_benchmark(
     ``predict``). Pass ``data`` from :func:`prepare_kshot` to reuse evaluation data and oracles
     across learners; otherwise they are collected and fitted here from ``suite`` and ``tasks``.
 
+    On each task, ``windows`` evaluation points are drawn once and shared by every K and method: the
+    context is the K transitions just before a point (across earlier episodes of the task where K is
+    longer than the episode so far), the metrics are taken on the ``eval_length`` transitions after it.
+    Beside ``prior``, ``adapted``, ``scratch`` and ``oracle``, the naive predictors of
+    :mod:`~meta_mbrl.evaluation.baselines` (``persistence``, ``context_mean``, ``ridge``) are fit on the
+    same contexts (``baselines=False`` leaves them out).
+
     Returns:
-        ``(df, info)``: a tidy DataFrame with columns ``task, method, k, dyn_mse, reward_mse,
-        dyn_mse_h10`` (plus ``windows``, ``policy``), and info with the env steps each data source used.
+        ``(df, info)``: a tidy DataFrame with one row per task, evaluation window, method and K: columns
+        ``task, window, method, k, dyn_mse, reward_mse, dyn_mse_h10`` and, on suites with objects,
+        ``dyn_mse_moved, reward_mse_moved, dyn_mse_still, reward_mse_still, n_moved`` (errors on the
+        transitions that move an object by more than 1 mm, and on the others), plus ``windows``,
+        ``eval_length``, ``policy``;
+        and info with the env steps each data source used.
     """
+    from meta_mbrl.data.contact import object_moved
+    from meta_mbrl.evaluation.baselines import fit_baselines
+
     ks = sorted(int(k) for k in ks)
     if not ks or ks[0] < 1:
         raise ValueError(f"ks: expected positive context sizes, got {ks}")
@@ -254,37 +293,56 @@ def kshot_benchmark(
     net, ref = learner.model, data.reference
     p = next(net.parameters())
     device, dtype = p.device, p.dtype
+    slices = data.info.get("object_slices") or ()
     rng = np.random.default_rng(seed)
     rows = []
+
+    def add(task, method, k, m):
+        for i in range(len(m["dyn_mse"])):
+            rows.append({"task": task.id, "window": i, "method": method, "k": k, **{n: v[i] for n, v in m.items()},
+                         "policy": data.info["eval_policy"]})
+
     for ti, task in enumerate(tqdm(data.tasks, desc="k-shot", disable=not progress, leave=False)):
-        trajs = data.eval_buf.trajectories(task.id)
-        pts = _windows(trajs, ks[-1], eval_length, windows, rng)
+        stream, owner = _stream(data.eval_buf.trajectories(task.id))
+        pts = _windows(owner, ks[-1], eval_length, windows, rng)
         seg = lambda a, b: as_tensor_transitions(  # noqa: E731
-            Transitions(*(np.stack([getattr(trajs[i], f)[s + a:s + b] for i, s in pts]) for f in Transitions._fields)),
+            Transitions(*(np.stack([getattr(stream, f)[s + a:s + b] for s in pts]) for f in Transitions._fields)),
             device, dtype)
         evals, w = seg(0, eval_length), len(pts)
+        moved = object_moved(evals.obs, evals.next_obs, slices) if slices else None
+        score = lambda model: _metrics(model, net, evals, horizon, moved)  # noqa: E731
         oracle = AdaptedModel(ref, {k: v[ti].expand(w, *v[ti].shape) for k, v in data.oracle_params.items()}, w)
-        fixed = {"prior": _metrics(learner.prior(w), net, evals, horizon), "oracle": _metrics(oracle, net, evals, horizon)}
+        fixed = {"prior": score(learner.prior(w)), "oracle": score(oracle)}
         for k in ks:
             context = seg(-k, 0)
             adapted = learner.adapt(context, **(adapt_opts or {}))
             scratch = fit_models(ref, [context.index(i) for i in range(w)], steps=scratch_steps, batch_size=None,
                                  seed=seed + 2 + k)
-            per_method = {**fixed, "adapted": _metrics(adapted, net, evals, horizon),
-                          "scratch": _metrics(AdaptedModel(ref, scratch, w), net, evals, horizon)}
+            per_method = {**fixed, "adapted": score(adapted), "scratch": score(AdaptedModel(ref, scratch, w))}
+            if baselines:
+                per_method.update({name: score(b) for name, b in fit_baselines(context, net).items()})
             for method, m in per_method.items():
-                rows.append({"task": task.id, "method": method, "k": k, **m, "windows": w, "policy": data.info["eval_policy"]})
+                add(task, method, k, {**m, "windows": np.full(w, w), "eval_length": np.full(w, eval_length)})
     return pd.DataFrame(rows), dict(data.info)
 
 
-def summarize_kshot(df: pd.DataFrame, metric: str = "dyn_mse") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Pivot tables: mean metrics per (method, k), and the fraction of the prior-to-oracle gap closed.
+def summarize_kshot(df: pd.DataFrame, metric: str = "dyn_mse",
+                    min_improvement: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pivot tables: mean metrics per (method, k), and the guarded fraction of the prior-to-oracle gap closed.
 
-    The gap closed is ``(prior - adapted) / (prior - oracle)`` per task and K, then averaged.
+    The gap closed is ``(prior - adapted) / (prior - oracle)`` per task (mean over its windows) and K. It is
+    NaN on tasks where the oracle is not at least ``min_improvement`` (default
+    :data:`~meta_mbrl.evaluation.kshot_stats.MIN_IMPROVEMENT`) better than the prior, and the ``"mean"`` row
+    averages the other tasks only (:func:`~meta_mbrl.evaluation.kshot_stats.guarded_gap` adds intervals
+    and names the excluded tasks).
     """
-    table = df.groupby(["k", "method"])[["dyn_mse", "reward_mse", "dyn_mse_h10"]].mean().unstack("method")
+    from meta_mbrl.evaluation.kshot_stats import MIN_IMPROVEMENT
+
+    guard = MIN_IMPROVEMENT if min_improvement is None else min_improvement
+    cols = [c for c in ("dyn_mse", "reward_mse", "dyn_mse_h10") if c in df.columns]
+    table = df.groupby(["k", "method"])[cols].mean().unstack("method")
     wide = df.pivot_table(index=["task", "k"], columns="method", values=metric)
     gap = ((wide["prior"] - wide["adapted"]) / (wide["prior"] - wide["oracle"])).rename(f"gap_closed_{metric}")
-    gap = gap.unstack("k")
+    gap = gap.where(wide["oracle"] <= (1 - guard) * wide["prior"]).unstack("k")
     gap.loc["mean"] = gap.mean()
     return table, gap

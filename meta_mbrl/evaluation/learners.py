@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from meta_mbrl.evaluation.kshot import kshot_benchmark, prepare_kshot, summarize_kshot
+from meta_mbrl.evaluation.kshot import kshot_benchmark, prepare_kshot
+from meta_mbrl.evaluation.kshot_stats import guarded_gap
 from meta_mbrl.types import Transitions, as_tensor_transitions
 
 __all__ = ["compare_learners", "adapt_latency_ms"]
@@ -102,10 +103,17 @@ def compare_learners(
             row[f"reward_mse@{k}"] = means.loc[(k, "adapted"), "reward_mse"]
         row["prior_dyn_mse"] = means.loc[(ks[0], "prior"), "dyn_mse"]
         row["prior_reward_mse"] = means.loc[(ks[0], "prior"), "reward_mse"]
-        for metric in ("dyn_mse", "reward_mse"):
-            gap = summarize_kshot(df, metric)[1]
+        for base in ("persistence", "context_mean", "ridge"):
             for k in ks:
-                row[f"gap_{metric.split('_')[0]}@{k}"] = float(gap.loc["mean", k])
+                if (k, base) in means.index:
+                    row[f"{base}_dyn_mse@{k}"] = means.loc[(k, base), "dyn_mse"]
+                    row[f"{base}_reward_mse@{k}"] = means.loc[(k, base), "reward_mse"]
+        for metric in ("dyn_mse", "reward_mse"):
+            gap = guarded_gap(df, metric, seed=seed)
+            for k in ks:
+                short = f"gap_{metric.split('_')[0]}@{k}"
+                row[short], row[f"{short}_lo"], row[f"{short}_hi"] = (float(gap.loc[k, c]) for c in ("gap", "gap_lo", "gap_hi"))
+                row[f"{short}_excluded"] = int(gap.loc[k, "excluded"])
         with torch.no_grad():
             row["adapt_ms_1"] = adapt_latency_ms(learner, one)
             row["adapt_ms_64"] = adapt_latency_ms(learner, many, repeat=5)
