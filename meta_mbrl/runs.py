@@ -245,7 +245,8 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
         t = cfg.train
         train_kwargs = dict(tasks_per_batch=t.tasks_per_batch, support=t.support, query=t.query, lr=t.outer_lr,
                             grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
-                            device=cfg.device, tensorboard=t.tensorboard, config=to_dict(cfg), query_mode=t.query_mode)
+                            device=cfg.device, tensorboard=t.tensorboard, config=to_dict(cfg), query_mode=t.query_mode,
+                            support_max=t.support_max or None)
         try:
             if t.mb_rounds > 1:
                 from meta_mbrl.training import model_based_meta_train
@@ -655,7 +656,8 @@ def learners_run(cfg: RunConfig, names, out_csv: str | os.PathLike, control: boo
     def train(learner):
         return meta_train(learner, buffer, steps=t.steps, tasks_per_batch=t.tasks_per_batch, support=t.support,
                           query=t.query, lr=t.outer_lr, grad_clip=t.grad_clip, seed=cfg.seed, device=cfg.device,
-                          progress=progress, log_every=min(t.log_every, t.steps), query_mode=t.query_mode)
+                          progress=progress, log_every=min(t.log_every, t.steps), query_mode=t.query_mode,
+                          support_max=t.support_max or None)
 
     k = cfg.kshot
     table, kshot = compare_learners(

@@ -22,17 +22,18 @@ from meta_mbrl.checks import MAX_LR, check_bool, check_float, check_int, check_s
 
 __all__ = [
     "DataSection", "ModelSection", "MAMLSection", "ReptileSection", "CaDMSection", "PEARLSection", "MultiTaskSection",
-    "FineTuneSection", "LearnerSection", "TrainSection", "KShotSection", "PlannerSection", "ControlSection", "RunConfig",
+    "FineTuneSection", "ALPaCASection", "LearnerSection", "TrainSection", "KShotSection", "PlannerSection", "ControlSection", "RunConfig",
     "SECTIONS", "FAMILY_OF",
 ]
 
-LearnerName = Literal["maml", "fomaml", "metasgd", "anil", "reptile", "cadm", "pearl", "multitask", "finetune"]
+LearnerName = Literal["maml", "fomaml", "metasgd", "anil", "reptile", "cadm", "pearl", "multitask", "finetune", "alpaca"]
 Policy = Literal["uniform", "colored-noise", "ou"]
 Activation = Literal["relu", "silu", "tanh"]
 
 #: the typed section (an attribute of LearnerSection) that holds each learner's settings
 FAMILY_OF: dict[str, str] = {"maml": "maml", "fomaml": "maml", "metasgd": "maml", "anil": "maml", "reptile": "reptile",
-                             "cadm": "cadm", "pearl": "pearl", "multitask": "multitask", "finetune": "finetune"}
+                             "cadm": "cadm", "pearl": "pearl", "multitask": "multitask", "finetune": "finetune",
+                             "alpaca": "alpaca"}
 
 
 def alias(*names: str, default=None, **kw):
@@ -254,6 +255,20 @@ class FineTuneSection:
 
 
 @dataclass(frozen=True)
+class ALPaCASection:
+    """ALPaCA: meta-learned features with a closed-form Bayesian output layer (Harrison et al. 2018)."""
+
+    SECTION: ClassVar[str] = "learner.alpaca"
+    PREFIX: ClassVar[str] = "alpaca-"
+
+    prior_precision: float = 1.0
+    """Initial precision of the output layer's prior (learned in meta-training); higher trusts the prior longer."""
+
+    def __post_init__(self):
+        _float(self, "prior_precision", hi=1e6)
+
+
+@dataclass(frozen=True)
 class LearnerSection:
     """The meta-learner: which one, an optional ensemble, and each family's own settings."""
 
@@ -271,6 +286,7 @@ class LearnerSection:
     pearl: PEARLSection = field(default_factory=PEARLSection)
     multitask: MultiTaskSection = field(default_factory=MultiTaskSection)
     finetune: FineTuneSection = field(default_factory=FineTuneSection)
+    alpaca: ALPaCASection = field(default_factory=ALPaCASection)
 
     def __post_init__(self):
         _choice(self, "name")
@@ -300,6 +316,9 @@ class TrainSection:
     query_mode: Literal["following", "task"] = "following"
     """Where query windows come from: following (right after the support window, GrBAL) or task (anywhere in the
     same task, which trains adaptation to identify the task, e.g. a hidden goal)."""
+    support_max: int = 0
+    """If larger than support: each meta-batch draws its support length log-uniformly from [support, support_max],
+    so adaptation is trained on the short and long contexts it will meet; 0: always support."""
     outer_lr: float = 1e-3
     """Outer Adam learning rate."""
     grad_clip: float = 10.0
@@ -320,6 +339,7 @@ class TrainSection:
         for n in ("steps", "tasks_per_batch", "support", "query", "mb_rounds", "checkpoint_every", "log_every"):
             _int(self, n)
         _int(self, "mb_tasks_per_class", 0)
+        _int(self, "support_max", 0)
         _choice(self, "query_mode")
         _float(self, "outer_lr", hi=10.0)
         _float(self, "grad_clip")

@@ -1,7 +1,7 @@
 """The one learner registry: built-in learners by name, and the learners a user registers.
 
 Names: ``maml``, ``fomaml``, ``metasgd``, ``anil`` (MAML with flags), ``reptile``, ``cadm``,
-``pearl``, ``multitask``, ``finetune``; ``ensemble`` (registered by :mod:`meta_mbrl.meta.ensemble`).
+``pearl``, ``multitask``, ``finetune``, ``alpaca``; ``ensemble`` (registered by :mod:`meta_mbrl.meta.ensemble`).
 Checkpoints record a learner by its registered name and rebuild it from here.
 
 Imports go one way: ``ensemble`` and ``factory`` import this module, never the reverse.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from meta_mbrl.meta.alpaca import ALPaCA
 from meta_mbrl.meta.context import PEARL, CaDM
 from meta_mbrl.meta.maml import MAML
 from meta_mbrl.meta.multitask import FineTune, MultiTask
@@ -22,7 +23,7 @@ __all__ = ["LEARNER_CLASSES", "LEARNER_NAMES", "LEARNERS", "CONDITIONED", "build
 
 LEARNER_CLASSES: dict[str, type] = {
     "maml": MAML, "fomaml": FOMAML, "metasgd": MetaSGD, "anil": ANIL, "reptile": Reptile,
-    "cadm": CaDM, "pearl": PEARL, "multitask": MultiTask, "finetune": FineTune,
+    "cadm": CaDM, "pearl": PEARL, "multitask": MultiTask, "finetune": FineTune, "alpaca": ALPaCA,
 }
 LEARNER_NAMES: tuple[str, ...] = tuple(LEARNER_CLASSES)
 #: learners whose network is conditioned on a task vector, with the kwarg naming its size and its default

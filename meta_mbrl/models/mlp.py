@@ -176,14 +176,32 @@ class DynamicsMLP(nn.Module):
         ``z`` (conditioned models only): the task vector, ``(Z,)`` or with leading dims that are a
         prefix of the inputs' batch dims (e.g. ``(T, Z)`` for inputs ``(T, N, ·)``).
         """
-        x = self._inputs(obs, act)
         layers = self._layers(params)
+        h, lead = self._trunk(layers, obs, act, z)
+        h = self._linear(h, *layers[-1])
+        return h.reshape(*lead, h.shape[-1])
+
+    def _trunk(self, layers, obs: torch.Tensor, act: torch.Tensor, z: torch.Tensor | None):
+        """Last hidden features (after the activation), flattened to ``(T, N, H)`` for task-batched params."""
+        x = self._inputs(obs, act)
         lead = x.shape[:-1]
         self._check_z(z, lead)
         h = x.reshape(layers[0][0].shape[0], -1, x.shape[-1]) if layers[0][0].dim() == 3 else x
         h = self._first_layer(h, *layers[0], z, lead)
-        for w, b in layers[1:]:
+        for w, b in layers[1:-1]:
             h = self._linear(self._act(h), w, b)
+        return self._act(h), lead
+
+    def features_params(self, params: dict[str, torch.Tensor], obs: torch.Tensor, act: torch.Tensor,
+                        z: torch.Tensor | None = None) -> torch.Tensor:
+        """The last hidden layer's features ``(..., H)``: what the output layer maps linearly to the output.
+
+        Example:
+            >>> m = DynamicsMLP(4, 2, hidden=(8, 5))
+            >>> m.features_params(m.param_dict(), torch.zeros(3, 4), torch.zeros(3, 2)).shape
+            torch.Size([3, 5])
+        """
+        h, lead = self._trunk(self._layers(params), obs, act, z)
         return h.reshape(*lead, h.shape[-1])
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:

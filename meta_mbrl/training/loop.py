@@ -58,6 +58,7 @@ def meta_train(
     tensorboard: bool = False,
     config: dict | None = None,
     query_mode: str = "following",
+    support_max: int | None = None,
 ) -> pd.DataFrame:
     """Meta-trains ``learner`` on windows sampled from ``buffer`` with Adam.
 
@@ -83,6 +84,9 @@ def meta_train(
         tensorboard: also log to ``run_dir/tb`` (needs the ``tensorboard`` extra).
         config: stored in the checkpoint.
         query_mode: ``"following"`` (GrBAL) or ``"task"`` (query anywhere in the task); see ``TaskBuffer.sample``.
+        support_max: if larger than ``support``, every step draws its support length ``M`` log-uniformly from
+            ``[support, support_max]`` (one ``M`` per meta-batch, from the seeded sampler), so the learner meets
+            the short and the long contexts it will adapt on (None or <= ``support``: always ``support``).
 
     Returns:
         The training log as a DataFrame (one row per ``log_every`` steps, with ``sec_per_step``; the
@@ -111,6 +115,9 @@ def meta_train(
         raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
     if grad_clip is not None and not (grad_clip >= 0):  # 0 or None: no clipping
         raise ValueError(f"grad_clip: expected None or >= 0, got {grad_clip!r}")
+    if support_max is not None and (isinstance(support_max, bool) or not isinstance(support_max, (int, np.integer))
+                                    or support_max < 0):
+        raise ValueError(f"support_max: expected None or an int >= 0, got {support_max!r}")
     lock = RunDirLock(run_dir) if run_dir is not None else None
     if lock is not None:
         lock.acquire()
@@ -118,14 +125,15 @@ def meta_train(
         return _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, run_dir=run_dir,
                            checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, device=device,
                            grad_clip=grad_clip, fit_normalizers=fit_normalizers, resume=resume, progress=progress,
-                           tensorboard=tensorboard, config=config, query_mode=query_mode)
+                           tensorboard=tensorboard, config=config, query_mode=query_mode,
+                           support_max=support_max if support_max and support_max > support else None)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, run_dir, checkpoint_every, log_every,
-                seed, device, grad_clip, fit_normalizers, resume, progress, tensorboard, config, query_mode):
+                seed, device, grad_clip, fit_normalizers, resume, progress, tensorboard, config, query_mode, support_max):
     device = torch.device(device)
     learner.to(device)
     opt = torch.optim.Adam(learner.parameters(), lr=lr)
@@ -202,7 +210,8 @@ def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, 
     try:
         for step in bar:
             done = step + 1
-            batch = buffer.sample(tasks_per_batch, support, query, rng, device=device, query_mode=query_mode)
+            m = support if support_max is None else int(np.exp(rng.uniform(np.log(support), np.log(support_max + 1))))
+            batch = buffer.sample(tasks_per_batch, m, query, rng, device=device, query_mode=query_mode)
             loss, info = learner.meta_loss(batch)
             if not bool(torch.isfinite(loss.detach()).all()):
                 raise diverged(f"meta_loss: expected a finite loss, got {float(loss.detach().sum())} at step {done} ({info})")
