@@ -23,7 +23,10 @@ from meta_mbrl.checks import check_float
 from meta_mbrl.data.buffer import TaskBuffer
 from meta_mbrl.data.rollout import collect
 
-__all__ = ["collect_demos", "ScriptedDemoPolicy", "scripted_policy_classes"]
+__all__ = ["collect_demos", "ScriptedDemoPolicy", "scripted_policy_classes", "check_demo_tasks", "DEMO_STREAM"]
+
+DEMO_STREAM = 0xDE30
+"""Second seed word of the demo noise generator (its own stream, apart from the exploration policies')."""
 
 
 def scripted_policy_classes() -> dict:
@@ -50,7 +53,8 @@ class ScriptedDemoPolicy:
     Args:
         low, high: action bounds ``(A,)``.
         noise: std of the Gaussian action noise (action units; the bounds are [-1, 1]).
-        seed: seed of the noise generator.
+        seed: seed of the noise generator; its stream is ``default_rng([seed, DEMO_STREAM])``, so it never
+            replays the normal draws of an exploration policy seeded with the same ``seed``.
     """
 
     name = "demo"
@@ -58,7 +62,7 @@ class ScriptedDemoPolicy:
     def __init__(self, low, high, noise: float = 0.3, seed: int | None = 0):
         self.low, self.high = np.asarray(low, np.float64), np.asarray(high, np.float64)
         self.noise = float(noise)
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(None if seed is None else [int(seed), DEMO_STREAM])
         self._env = None
         self._policies: list = []
         self.goals: np.ndarray | None = None
@@ -87,6 +91,28 @@ class ScriptedDemoPolicy:
             act = np.stack([p.get_action(o) for p, o in zip(self._policies, seen)])
         act = act + self.rng.normal(0.0, self.noise, size=act.shape)
         return np.clip(act, self.low, self.high).astype(np.float32)
+
+
+def check_demo_tasks(suite, tasks: Sequence) -> list:
+    """``tasks`` as a list if the demo track may run on them, else a ValueError (see :func:`collect_demos`).
+
+    Raises:
+        ValueError: ``suite`` has no scripted policies (point-mass), or ``tasks`` is not a non-empty
+            sequence of the suite's training tasks whose classes all have a scripted policy.
+    """
+    if getattr(suite, "benchmark", None) is None or not getattr(suite, "object_slices", ()):
+        raise ValueError(f"suite: expected a Meta-World suite (scripted policies exist for Meta-World v3 classes "
+                         f"only), got {getattr(suite, 'name', suite)!r}")
+    tasks = suite.check_tasks(tasks)
+    test = [t.id for t in tasks if t.split != "train"]
+    if test:
+        raise ValueError(f"tasks: expected training tasks only (scripted policies never touch a test class), "
+                         f"got {len(test)} test task(s), e.g. {test[0]!r}")
+    table = scripted_policy_classes()
+    missing = sorted({t.name for t in tasks if t.name not in table})
+    if missing:
+        raise ValueError(f"tasks: expected classes with a Meta-World scripted policy, got classes without one: {missing}")
+    return tasks
 
 
 def collect_demos(
@@ -131,18 +157,7 @@ def collect_demos(
         >>> buf.sources[-1]["policy"], buf.sources[-1]["noise"], buf.env_steps  # doctest: +SKIP
         ('demo', 0.3, 1000)
     """
-    if getattr(suite, "benchmark", None) is None or not getattr(suite, "object_slices", ()):
-        raise ValueError(f"suite: expected a Meta-World suite (scripted policies exist for Meta-World v3 classes "
-                         f"only), got {getattr(suite, 'name', suite)!r}")
-    tasks = suite.check_tasks(tasks)
-    test = [t.id for t in tasks if t.split != "train"]
-    if test:
-        raise ValueError(f"tasks: expected training tasks only (scripted policies never touch a test class), "
-                         f"got {len(test)} test task(s), e.g. {test[0]!r}")
-    table = scripted_policy_classes()
-    missing = sorted({t.name for t in tasks if t.name not in table})
-    if missing:
-        raise ValueError(f"tasks: expected classes with a Meta-World scripted policy, got classes without one: {missing}")
+    tasks = check_demo_tasks(suite, tasks)
     check_float("noise", noise, low=0.0, high=1e6)
     policy = ScriptedDemoPolicy(suite.action_low, suite.action_high, noise=noise, seed=seed)
     return collect(suite, tasks, policy, episodes_per_task=episodes_per_task, seed=seed, num_envs=num_envs,
