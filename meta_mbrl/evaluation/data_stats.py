@@ -108,11 +108,11 @@ def data_stats(buffer: TaskBuffer, suite, threshold: float = DEFAULT_THRESHOLD, 
     """
     if not isinstance(buffer, TaskBuffer):
         raise ValueError(f"buffer: expected a TaskBuffer, got {type(buffer).__name__}")
-    if buffer.num_trajectories == 0:
-        raise ValueError("buffer: expected at least one trajectory, got an empty buffer")
     if (buffer.obs_dim, buffer.act_dim) != (suite.obs_dim, suite.act_dim):
         raise ValueError(f"buffer: expected the suite's obs/act dims {(suite.obs_dim, suite.act_dim)}, "
                          f"got {(buffer.obs_dim, buffer.act_dim)}")
+    if buffer.num_trajectories == 0:
+        raise ValueError("buffer: expected at least one trajectory, got an empty buffer")
     if isinstance(voxel, bool) or not isinstance(voxel, (int, float)) or not (voxel > 0 and np.isfinite(voxel)):
         raise ValueError(f"voxel: expected a finite edge length > 0 (m), got {voxel!r}")
     if source is not None and (not isinstance(source, str) or not source):
@@ -208,7 +208,7 @@ def data_benchmark(suite, tasks: Sequence, sources: Sequence[str] = ("colored-no
     if "demo" in sources:  # refuse before any collection runs
         check_demo_tasks(suite, tasks)
     parts = []
-    for cls, cls_tasks in by_class.items():
+    for cls_tasks in by_class.values():
         for src in sources:
             start = time.perf_counter()
             if src == "demo":
