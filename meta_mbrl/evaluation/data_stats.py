@@ -151,8 +151,9 @@ def with_all_classes(table: pd.DataFrame) -> pd.DataFrame:
         >>> t = pd.DataFrame({"class": ["a", "b"], "source": ["demo"] * 2, "transitions": [10, 30], "episodes": [1, 1],
         ...                   "env_steps": [10, 30], "object_moved_frac": [0.2, 0.4], "object_voxels": [3, 5],
         ...                   "object_pos_std": [0.1, 0.3]})
-        >>> with_all_classes(t).iloc[-1][["class", "env_steps", "object_moved_frac"]].tolist()
-        ['all classes', 40, 0.3]
+        >>> row = with_all_classes(t).iloc[-1]
+        >>> row["class"], int(row["env_steps"]), round(float(row["object_moved_frac"]), 6)
+        ('all classes', 40, 0.3)
     """
     rows = []
     for label, g in table.groupby("source", sort=False):
