@@ -8,6 +8,8 @@ track, an agent's own data), one row per (task class, data source):
 * ``object_voxels``: distinct ``voxel``-sized cubes (1 cm by default) occupied by object 1's position
   over the observations and next observations;
 * ``object_pos_std``: the spread of object 1's position, ``sqrt`` of the summed per-axis variances (m);
+  both coverage columns pool the class's tasks, whose initial object positions differ, so they grow
+  with the number of tasks as well as with how far the data moves objects;
 * ``transitions``, ``episodes`` and ``env_steps`` (the steps of the recorded episodes).
 
 :func:`data_benchmark` collects each source on a suite's training tasks, class by class, times it
