@@ -1,4 +1,4 @@
-"""Command line: ``meta-mbrl collect | train | evaluate | bench kshot | bench learners | plot``.
+"""Command line: ``meta-mbrl collect | train | evaluate | bench kshot | bench learners | bench data | plot``.
 
 The config flags of every command are generated from the config sections (:mod:`meta_mbrl.config`),
 grouped by section in ``--help``, with the chosen preset's values (or, for commands that read a
@@ -88,6 +88,23 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     p.add_argument("--no-control", action="store_true", help="skip the control column")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults)
+    from meta_mbrl.evaluation.data_stats import DATA_SOURCES
+
+    p = bsub.add_parser("data", usage="meta-mbrl bench data --out FILE.csv [--sources NAME ...] [--suite NAME] "
+                        "[--tasks-per-class N] [--episodes-per-task N] [options]",
+                        help="how often each data source moves an object, and how much of the object's space it covers",
+                        description="Collects every data source on the suite's training tasks (--tasks-per-class per "
+                        "class, --episodes-per-task each) and writes one row per (class, source): fraction of transitions "
+                        "that move an object, occupied 1 cm voxels and std of object 1's position, env steps and env "
+                        "steps per second, plus an 'all classes' row per source. --policy and --demo-episodes-per-task "
+                        "do not apply (--sources chooses).")
+    p.add_argument("--sources", nargs="+", default=["colored-noise", "demo"], choices=list(DATA_SOURCES),
+                   help="data sources to compare (default: colored-noise demo); demo = Meta-World's scripted policies "
+                        "with --demo-noise, training classes only")
+    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)
+    p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument("--no-progress", action="store_true")
+    add_config_flags(p, defaults, sections=["run", "data"])
     return parser
 
 
@@ -120,6 +137,8 @@ def _run(args: argparse.Namespace) -> None:
             runs.video_run(args.checkpoint, args.video, tasks=args.video_tasks, overrides=overrides)
     elif args.bench == "kshot":
         runs.kshot_run(args.checkpoint, args.out, overrides=overrides, progress=progress)
+    elif args.bench == "data":
+        runs.data_run(make_config(args.preset, overrides), args.sources, args.out, progress=progress)
     else:
         from meta_mbrl.meta import LEARNER_NAMES
 

@@ -24,7 +24,7 @@ from meta_mbrl.stages import StageCache, content_key
 from meta_mbrl.training import learner_from_checkpoint, load_checkpoint, meta_train
 
 __all__ = ["build_learner", "build_planner", "build_agent", "select_tasks", "train_run", "collect_run", "kshot_run",
-           "control_run", "video_run", "video_tasks", "learners_run", "evaluate_control", "write_csv", "check_run_config",
+           "control_run", "video_run", "video_tasks", "learners_run", "data_run", "evaluate_control", "write_csv", "check_run_config",
            "seed_everything"]
 
 
@@ -116,6 +116,9 @@ def check_before_work(cfg: RunConfig):
 
     check_device("device", cfg.device)
     suite = task_suites.make(cfg.data.suite, seed=cfg.seed)
+    if cfg.data.demo_episodes_per_task > 0 and not suite.object_slices:
+        raise ValueError(f"data.demo_episodes_per_task: expected 0 on suite {suite.name!r} (scripted demo policies exist "
+                         f"for Meta-World classes only), got {cfg.data.demo_episodes_per_task}")
     check_kshot_fits(cfg, suite)
     adapt_opts(cfg)
     return suite
@@ -269,9 +272,17 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
 
 
 def _collect_train(cfg: RunConfig, suite, progress: bool) -> TaskBuffer:
+    """The training data: the exploration policy's episodes, then (``data.demo_episodes_per_task > 0``) the labelled
+    demo track's on the same training tasks, each its own ``buffer.sources`` entry."""
     d = cfg.data
-    return collect(suite, select_tasks(suite.train_tasks, d.tasks_per_class), d.policy, episodes_per_task=d.episodes_per_task,
-                   seed=cfg.seed, progress=progress)
+    tasks = select_tasks(suite.train_tasks, d.tasks_per_class)
+    buffer = collect(suite, tasks, d.policy, episodes_per_task=d.episodes_per_task, seed=cfg.seed, progress=progress)
+    if d.demo_episodes_per_task > 0:
+        from meta_mbrl.data.demos import collect_demos
+
+        collect_demos(suite, tasks, episodes_per_task=d.demo_episodes_per_task, noise=d.demo_noise, seed=cfg.seed,
+                      buffer=buffer, progress=progress)
+    return buffer
 
 
 def collect_run(cfg: RunConfig, split: str, out_path: str | os.PathLike, progress: bool = True, out=print) -> TaskBuffer:
@@ -288,6 +299,47 @@ def collect_run(cfg: RunConfig, split: str, out_path: str | os.PathLike, progres
     buf.save(out_path)
     out(f"wrote {buf} to {out_path}")
     return buf
+
+
+def data_run(cfg: RunConfig, sources, out_csv: str | os.PathLike, progress: bool = True, out=print) -> pd.DataFrame:
+    """``meta-mbrl bench data``: contact and coverage statistics of each data source on the suite's training tasks.
+
+    Collects ``cfg.data.episodes_per_task`` episodes of every source in ``sources`` on the first
+    ``cfg.data.tasks_per_class`` training tasks of each class (seed ``cfg.seed``, demo noise
+    ``cfg.data.demo_noise``), prints the table of :func:`~meta_mbrl.evaluation.data_stats.data_benchmark`
+    and writes it to ``out_csv``.
+
+    Args:
+        cfg: the run config (its data section and seed).
+        sources: names from :data:`~meta_mbrl.evaluation.data_stats.DATA_SOURCES`.
+        out_csv: CSV file to write.
+        progress: show progress bars.
+        out: where the table is printed.
+
+    Returns:
+        The table: one row per (class, source), then an ``"all classes"`` row per source.
+
+    Raises:
+        ValueError: an unknown source, or ``"demo"`` on a suite without scripted policies (point-mass).
+    """
+    import task_suites
+    from meta_mbrl.evaluation.data_stats import data_benchmark
+
+    suite = task_suites.make(cfg.data.suite, seed=cfg.seed)
+    seed_everything(cfg.seed)
+    tasks = select_tasks(suite.train_tasks, cfg.data.tasks_per_class)
+    table = data_benchmark(suite, tasks, sources, episodes_per_task=cfg.data.episodes_per_task, seed=cfg.seed,
+                           demo_noise=cfg.data.demo_noise, progress=progress)
+    table.insert(0, "suite", suite.name)
+    table["seed"] = cfg.seed
+    write_csv(table, out_csv)
+    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.precision", 4):
+        out(f"\nData sources on {suite.name} training tasks ({len(tasks)} tasks, {cfg.data.episodes_per_task} episode(s) "
+            f"each, seed {cfg.seed}, demo noise {cfg.data.demo_noise}); object 1 = {suite.object_slices[:1]} of the "
+            "observation, voxels of 1 cm")
+        out(table.drop(columns=["suite", "seed"]).to_string(index=False))
+    out(f"wrote {out_csv}")
+    return table
 
 
 # ---------------------------------------------------------------------------------------------- a checkpoint's config

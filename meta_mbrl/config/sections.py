@@ -86,6 +86,11 @@ class DataSection:
     """Episodes collected on each training task."""
     policy: Policy = "colored-noise"
     """Exploration policy for training, few-shot and oracle data."""
+    demo_episodes_per_task: int = 0
+    """Labelled demo track, training classes only: episodes of Meta-World's scripted policy (with Gaussian action
+    noise) added to the training data per training task; 0: none (the agent-collected rl track)."""
+    demo_noise: float = 0.3
+    """Std of the Gaussian noise added to the scripted demo actions (then clipped to the action bounds)."""
 
     def __post_init__(self):
         if not isinstance(self.suite, str) or not self.suite.strip():
@@ -93,6 +98,8 @@ class DataSection:
         _int(self, "tasks_per_class", 0)
         _int(self, "episodes_per_task")
         _choice(self, "policy")
+        _int(self, "demo_episodes_per_task", 0)
+        _float(self, "demo_noise", 0.0, strict=False)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from meta_mbrl.types import Transitions
 __all__ = ["collect"]
 
 _POLL_S = 0.05  # how often a wait for async workers checks that they are alive
+_SOURCE_FIELDS = ("policy", "split", "suite", "tasks", "episodes_per_task", "env_steps", "trajectories", "status")
 _TERM_GRACE_S = 2.0  # after a failure, how long a worker may take to exit on SIGTERM before it is killed
 
 
@@ -41,6 +42,7 @@ def collect(
     progress: bool = True,
     source: str | None = None,
     step_timeout: float = 300.0,
+    source_info: dict | None = None,
 ) -> TaskBuffer:
     """Collects ``episodes_per_task`` full episodes on each task into a TaskBuffer.
 
@@ -61,7 +63,10 @@ def collect(
         policy: ``"uniform"``, ``"colored-noise"``, ``"ou"``, or a callable ``obs (B, O) -> act (B, A)``.
             A callable may also have ``reset(mask (B,))`` (told which envs start an episode) and
             ``observe(Transitions)`` (told every step's transitions, e.g. to adapt online), as
-            :class:`~meta_mbrl.agent.MetaMBRLAgent` has.
+            :class:`~meta_mbrl.agent.MetaMBRLAgent` has, and ``attach(env, tasks)``: told each chunk's
+            vector env and its tasks before the env is reset, so that a policy with privileged access
+            (the scripted demo policies of :mod:`meta_mbrl.data.demos`, which read the hidden goal
+            through ``env.call``) can query the sub-envs; the recorded observations are unchanged.
         episodes_per_task: episodes recorded per task.
         seed: seeds env resets and the exploration noise.
         num_envs: sub-envs per vector env (default: all tasks at once, at most 10 for Meta-World).
@@ -70,6 +75,8 @@ def collect(
         progress: show a progress bar.
         source: label recorded in ``buffer.sources`` (default: the policy name).
         step_timeout: seconds an async worker may take for one reset or step before it counts as hung.
+        source_info: extra JSON-serializable fields of this call's ``buffer.sources`` entry (e.g. the
+            demo track's ``{"noise": 0.3}``); they may not replace the standard fields.
 
     Returns:
         The buffer; ``buffer.env_steps`` counts every env step taken (unfinished episodes included).
@@ -95,6 +102,8 @@ def collect(
         raise ValueError(f"strategy: expected 'sync' or 'async', got {strategy!r}")
     if isinstance(step_timeout, bool) or not isinstance(step_timeout, (int, float)) or not step_timeout > 0:
         raise ValueError(f"step_timeout: expected a number of seconds > 0, got {step_timeout!r}")
+    if source_info is not None and (not isinstance(source_info, dict) or set(source_info) & set(_SOURCE_FIELDS)):
+        raise ValueError(f"source_info: expected a dict of extra fields (none of {list(_SOURCE_FIELDS)}), got {source_info!r}")
     if buffer is None:
         buffer = TaskBuffer(suite.obs_dim, suite.act_dim)
     elif (buffer.obs_dim, buffer.act_dim) != (suite.obs_dim, suite.act_dim):
@@ -139,7 +148,8 @@ def collect(
         buffer.record_source(policy=label, split=sorted({t.split for t in tasks}), suite=suite.name,
                              tasks=len(tasks), episodes_per_task=int(episodes_per_task),
                              env_steps=int(buffer.env_steps - steps_before),
-                             trajectories=buffer.num_trajectories - trajs_before, status=status)
+                             trajectories=buffer.num_trajectories - trajs_before, status=status,
+                             **(source_info or {}))
     return buffer
 
 
@@ -164,6 +174,8 @@ def _run_chunk(env, tasks, policy, episodes: int, seed: int, buffer: TaskBuffer,
     buffer the step it ends; ``buffer.env_steps`` grows by ``len(tasks)`` with every vector step.
     """
     n = len(tasks)
+    if hasattr(policy, "attach"):
+        policy.attach(env, tasks)
     obs, _ = _reset(env, seed, tasks, timeout)
     if hasattr(policy, "reset"):
         policy.reset(np.ones(n, dtype=bool))
