@@ -94,14 +94,22 @@ def build_agent(cfg: RunConfig, learner, suite, num_envs: int):
 
 
 def check_kshot_fits(cfg: RunConfig, suite) -> None:
-    """Fails before any training if the few-shot windows cannot fit in the suite's episodes."""
+    """Fails before any training if the few-shot windows cannot fit in the evaluation episodes.
+
+    A context may span earlier episodes of the task (K up to the evaluation episodes' length), an evaluation
+    segment lies within one episode.
+    """
     k = cfg.kshot
-    need = max(k.ks) + k.eval_length
-    if need > suite.max_episode_steps:
+    if k.eval_length > suite.max_episode_steps:
+        raise ValueError(f"kshot.eval_length: expected at most the {suite.max_episode_steps}-step episodes of {suite.name}, "
+                         f"got {k.eval_length}")
+    need, have = max(k.ks) + k.eval_length, k.eval_episodes * suite.max_episode_steps
+    if need > have:
         raise ValueError(
             f"kshot.ks: the largest context ({max(k.ks)}) plus kshot.eval_length ({k.eval_length}) is {need} "
-            f"transitions, more than the {suite.max_episode_steps}-step episodes of {suite.name}; e.g. --kshot-ks 8 16 24 "
-            "--kshot-eval-length 16 on point-mass"
+            f"transitions, more than the {k.eval_episodes} evaluation episode(s) of {suite.max_episode_steps} steps of "
+            f"{suite.name} hold ({have}); collect more (--kshot-eval-episodes {-(-need // suite.max_episode_steps) + 1}) "
+            "or use smaller K"
         )
 
 

@@ -29,7 +29,7 @@ from meta_mbrl.types import TaskBatch, Transitions
 
 __all__ = ["ALPaCA"]
 
-_NO_STEPS = "alpaca adapts in closed form (a Bayesian linear head) and takes no gradient steps"
+_NO_STEPS = "alpaca adapts in one forward pass and a closed-form solve (a Bayesian linear head), without gradient steps"
 _NO_SAMPLE = "alpaca adapts to the posterior mean and draws no sample"
 
 
@@ -51,7 +51,7 @@ class ALPaCA(nn.Module):
         >>> ctx = Transitions(torch.randn(8, 3), torch.randn(8, 1), torch.randn(8), torch.randn(8, 3))
         >>> learner.adapt(ctx).predict(torch.zeros(2, 3), torch.zeros(2, 1)).next_obs.shape
         torch.Size([2, 3])
-        >>> learner.adapt(ctx.index(slice(0, 0))).params["layers.1.weight"].equal(learner.model.layers[1].weight)  # K=0: prior
+        >>> learner.adapt(ctx).params["layers.0.weight"].equal(learner.model.layers[0].weight)  # features: the prior's
         True
     """
 
@@ -94,9 +94,7 @@ class ALPaCA(nn.Module):
         lam = self.precision()
         a = phi.transpose(1, 2) @ phi + lam                                       # (T, H+1, H+1)
         rhs = phi.transpose(1, 2) @ y + (lam @ w0)                                # (T, H+1, D)
-        chol, info = torch.linalg.cholesky_ex(a)
-        if bool((info != 0).any()):
-            raise ValueError("context: the posterior precision is not positive definite (non-finite features?)")
+        chol, _ = torch.linalg.cholesky_ex(a)  # Λ0 is positive definite, so is a: only non-finite features fail (checked later)
         post = torch.cholesky_solve(rhs, chol).transpose(1, 2)                   # (T, D, H+1)
         t = post.shape[0]
         new_w = torch.cat([post[..., :-1], w[d:].expand(t, *w[d:].shape)], 1)
@@ -130,10 +128,10 @@ class ALPaCA(nn.Module):
 
     @torch.no_grad()
     def adapt(self, context: Transitions, **opts) -> AdaptedModel:
-        """The posterior-mean model of one task (context ``(K, ·)``, K >= 0) or a batch (``(T, K, ·)``).
+        """The posterior-mean model of one task (context ``(K, ·)``) or a batch (``(T, K, ·)``).
 
         Args:
-            context: transitions from the new task(s); an empty context gives the prior.
+            context: transitions from the new task(s), K >= 1 (:meth:`prior` is the model before any data).
             **opts: none apply; the other learners' options are accepted only as ``None``.
 
         Returns:
@@ -147,12 +145,9 @@ class ALPaCA(nn.Module):
                                                            "sample": _NO_SAMPLE, "generator": _NO_SAMPLE})
         prior = self.model.param_dict()
         ref = next(iter(prior.values()))
-        single = context.obs.dim() == 2 if isinstance(context, Transitions) else False
-        if isinstance(context, Transitions) and context.obs.shape[-2:-1] == (0,):
-            num = None if single else context.obs.shape[0]
-            return self.prior(num)
         check_transitions("context", context, obs_dim=self.model.obs_dim, act_dim=self.model.act_dim,
                           dtype=ref.dtype, device=ref.device, min_dims=1, max_dims=2)
+        single = context.obs.dim() == 2
         batched = context if not single else Transitions(*(x.unsqueeze(0) for x in context))
         params = self._posterior(prior, batched)
         head = {k: params[k] for k in (f"{self._head}.weight", f"{self._head}.bias")}
