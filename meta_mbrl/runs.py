@@ -18,7 +18,7 @@ import pandas as pd
 from meta_mbrl.config import CONFIG_FORMAT, RunConfig, from_dict, learner_kwargs, make_config, model_kwargs, run_environment, to_dict
 from meta_mbrl.data import TaskBuffer, collect
 from meta_mbrl.errors import DivergenceError, FileFormatError
-from meta_mbrl.evaluation import kshot_benchmark, summarize_kshot
+from meta_mbrl.evaluation import kshot_benchmark
 from meta_mbrl.io import atomic_path
 from meta_mbrl.stages import StageCache, content_key
 from meta_mbrl.training import learner_from_checkpoint, load_checkpoint, meta_train

@@ -11,7 +11,7 @@ import meta_mbrl
 from meta_mbrl import TaskBatch, Transitions, as_tensor_transitions
 from meta_mbrl.data import TaskBuffer
 from meta_mbrl.data.contact import object_moved
-from meta_mbrl.evaluation import kshot_benchmark, prepare_kshot, summarize_kshot
+from meta_mbrl.evaluation import kshot_benchmark, summarize_kshot
 from meta_mbrl.evaluation.baselines import ContextMean, Persistence, Ridge
 from meta_mbrl.evaluation.kshot import KShotData, _windows, reference_network
 from meta_mbrl.evaluation.kshot_stats import guarded_gap, kshot_table
