@@ -141,6 +141,16 @@ def test_benchmark_rows_hold_baselines_long_contexts_and_the_contact_split(pm_su
     # the same windows for every K: the prior's rows do not depend on K
     prior = df[df.method == "prior"].pivot_table(index=["task", "window"], columns="k", values="dyn_mse")
     assert np.allclose(prior[8], prior[64])
+    # a second learner on the same data reuses the learner-independent fits, with the same rows
+    calls = []
+    real_fit = meta_mbrl.evaluation.kshot.fit_models
+    meta_mbrl.evaluation.kshot.fit_models = lambda *a, **k: calls.append(1) or real_fit(*a, **k)
+    try:
+        again, _ = kshot_benchmark(learner, ks=(8, 64), windows=3, eval_length=8, horizon=4, scratch_steps=2, data=data,
+                                   progress=False)
+    finally:
+        meta_mbrl.evaluation.kshot.fit_models = real_fit
+    assert not calls and again.equals(df)
     # a suite without objects gets no split columns
     data.info["object_slices"] = []
     df2, _ = kshot_benchmark(learner, ks=(8,), windows=2, eval_length=8, horizon=4, scratch_steps=2, data=data,
