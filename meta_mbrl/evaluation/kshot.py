@@ -10,7 +10,7 @@ on the transitions that follow:
   own predictions and the recorded actions), in units of the prior's observation normalizer.
 
 Methods: ``prior`` (unadapted), ``adapted`` (``learner.adapt(context)``), ``scratch`` (a fresh
-model fit on the K context transitions only) and ``oracle`` (a fresh model fit on at least
+model fit on the K context transitions only, full-batch Adam, minibatches of 128 for larger K) and ``oracle`` (a fresh model fit on at least
 ``oracle_transitions`` transitions of that very task, disjoint from the evaluation data).
 """
 
@@ -32,6 +32,10 @@ from meta_mbrl.types import Transitions, as_tensor_transitions
 
 __all__ = ["kshot_benchmark", "prepare_kshot", "KShotData", "reference_network", "summarize_kshot", "fit_models",
            "save_kshot_data", "load_kshot_data"]
+
+
+SCRATCH_BATCH = 128
+"""The ``scratch`` model trains full-batch on contexts up to this size, on minibatches of it beyond."""
 
 
 def _fresh_params(model, num: int, seed: int) -> dict[str, torch.Tensor]:
@@ -331,8 +335,8 @@ def kshot_benchmark(
             adapted = learner.adapt(context, **(adapt_opts or {}))
 
             def others(context=context, k=k):
-                scratch = fit_models(ref, [context.index(i) for i in range(w)], steps=scratch_steps, batch_size=None,
-                                     seed=seed + 2 + k)
+                scratch = fit_models(ref, [context.index(i) for i in range(w)], steps=scratch_steps,
+                                     batch_size=None if k <= SCRATCH_BATCH else SCRATCH_BATCH, seed=seed + 2 + k)
                 out = {"scratch": score(AdaptedModel(ref, scratch, w))}
                 if baselines:
                     out.update({name: score(b) for name, b in fit_baselines(context, net).items()})
