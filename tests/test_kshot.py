@@ -243,3 +243,28 @@ def test_meta_train_draws_support_lengths_up_to_support_max(pm_suite):
     assert min(seen) >= 4 and max(seen) <= 30 and len(set(seen)) > 5
     with pytest.raises(ValueError, match="support_max"):
         meta_mbrl.meta_train(learner, buf, steps=1, support_max=-1, progress=False)
+
+
+def test_alpaca_with_a_linear_skip_solves_linear_tasks_from_context_like_ridge():
+    learner = make_learner("alpaca", 3, 2, hidden=(16,), seed=0)
+    assert learner.model.skip_inputs == 5 and learner.precision().shape == (16 + 5 + 1,) * 2
+    learner.model.fit_normalizers(_linear_tasks(20, 100, seed=1, noise=0.0))
+    tasks = _linear_tasks(4, 400, seed=3, noise=0.0)
+    ctx, query = tasks.index((slice(None), slice(0, 256))), tasks.index((slice(None), slice(300, 400)))
+    with torch.no_grad():
+        err = float(learner.model.task_loss(learner.adapt(ctx).params, query).mean())
+        prior = float(learner.model.task_loss(learner.prior(4).params, query).mean())
+    assert err < 1e-3 * prior, (err, prior)
+    # the closed form by hand, features [hidden, normalized inputs, 1]
+    m = learner.model
+    one = ctx.index(0)
+    p = m.param_dict()
+    phi = torch.cat([m.features_params(p, one.obs, one.act), m._inputs(one.obs, one.act), torch.ones(256, 1)], -1)
+    w0 = torch.cat([p["layers.1.weight"], p["skip.weight"], p["layers.1.bias"][:, None]], -1).T
+    lam = learner.precision().detach()
+    post = torch.linalg.solve(phi.T @ phi + lam, phi.T @ m.targets(one) + lam @ w0).T
+    am = learner.adapt(one)
+    assert torch.allclose(am.params["skip.weight"], post[:, 16:21], atol=1e-3)
+    assert torch.allclose(am.params["layers.1.bias"], post[:, 21], atol=1e-3)
+    with pytest.raises(ValueError, match="analytic gradients"):
+        m.loss_grad(p, one)

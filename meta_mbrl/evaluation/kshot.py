@@ -127,10 +127,11 @@ def _windows(owner: np.ndarray, kmax: int, length: int, num: int, rng) -> np.nda
 
 
 def reference_network(model):
-    """A plain (unconditioned) DynamicsMLP with ``model``'s architecture and normalizers, for oracle and scratch fits."""
+    """A plain DynamicsMLP (unconditioned, no linear skip) with ``model``'s hidden layers and normalizers, for oracle
+    and scratch fits: the same reference for every learner scored on the same data."""
     from meta_mbrl.models import DynamicsMLP
 
-    kwargs = {k: v for k, v in model.init_kwargs().items() if k != "context_dim"}
+    kwargs = {k: v for k, v in model.init_kwargs().items() if k not in ("context_dim", "skip")}
     ref = DynamicsMLP(**kwargs)
     for name in ("obs_norm", "delta_norm", "reward_norm"):
         getattr(ref, name).load_state_dict(getattr(model, name).state_dict())

@@ -2,7 +2,10 @@
 
 The network's hidden layers are a meta-learned feature map ``φ(s, a)``; its output layer ``W`` (the
 normalized ``[Δobs, reward]`` head) has a matrix-normal prior with mean ``W0`` (the prior network's own
-output layer) and a learned precision ``Λ0`` over the ``H + 1`` features (bias included). Adapting to
+output layer) and a learned precision ``Λ0`` over the features: the ``H`` hidden features, the network's
+normalized inputs where it has a linear skip (:class:`~meta_mbrl.models.DynamicsMLP` ``skip=True``, what
+:func:`~meta_mbrl.meta.make_learner` builds for ``alpaca``: a position-controlled arm's motion is largely
+linear in its inputs), and a bias. Adapting to
 a context of K transitions is the posterior mean, in closed form:
 
     W_K = (Φᵀ Φ + Λ0)⁻¹ (Φᵀ Y + Λ0 W0)
@@ -37,7 +40,7 @@ class ALPaCA(nn.Module):
     """Closed-form Bayesian last-layer adaptation of a dynamics-and-reward network.
 
     Args:
-        model: a :class:`~meta_mbrl.models.DynamicsMLP` (unconditioned).
+        model: a :class:`~meta_mbrl.models.DynamicsMLP` (unconditioned; with ``skip=True`` its inputs join the features).
         prior_precision: the initial ``Λ0 = prior_precision * I`` (learned during meta-training as
             ``L Lᵀ``, ``L`` lower triangular with a positive diagonal).
 
@@ -64,10 +67,10 @@ class ALPaCA(nn.Module):
             raise ValueError("model: expected an unconditioned DynamicsMLP (context_dim=0) with features_params")
         self.prior_precision = check_positive_float("prior_precision", prior_precision, max=1e6)
         self.model = model
-        n = model.hidden[-1] + 1
+        n = model.hidden[-1] + int(getattr(model, "skip_inputs", 0)) + 1
         self.precision_diag = nn.Parameter(torch.full((n,), 0.5 * float(torch.log(torch.tensor(self.prior_precision)))))
         self.precision_tril = nn.Parameter(torch.zeros(n, n))
-        self._head = f"layers.{len(model.layers) - 1}"
+        self._last = f"layers.{len(model.layers) - 1}"
 
     def init_kwargs(self) -> dict:
         """Constructor arguments (without the model), JSON-serializable."""
@@ -80,27 +83,43 @@ class ALPaCA(nn.Module):
         return low @ low.T
 
     def _features(self, params: dict, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        h = self.model.features_params(params, obs, act)
-        return torch.cat([h, torch.ones_like(h[..., :1])], -1)
+        """``[φ(s, a), normalized inputs (if the model has a linear skip), 1]``: what the output layer maps linearly."""
+        m = self.model
+        parts = [m.features_params(params, obs, act)]
+        if m.skip_inputs:
+            parts.append(m._inputs(obs, act))
+        return torch.cat([*parts, torch.ones_like(parts[0][..., :1])], -1)
+
+    def _head(self, params: dict) -> list[tuple[str, torch.Tensor]]:
+        """The output layer's pieces in feature order: last layer weight, skip weight, bias (as a column)."""
+        m = self.model
+        pieces = [(f"{self._last}.weight", params[f"{self._last}.weight"])]
+        if m.skip_inputs:
+            pieces.append(("skip.weight", params["skip.weight"]))
+        pieces.append((f"{self._last}.bias", params[f"{self._last}.bias"][..., None]))
+        return pieces
 
     def _posterior(self, params: dict, context: Transitions) -> dict[str, torch.Tensor]:
         """Task-batched parameters with the output layer's mean rows at their posterior mean; context ``(T, K, ·)``."""
         m = self.model
         d = m.target_dim
-        w, b = params[f"{self._head}.weight"], params[f"{self._head}.bias"]
-        w0 = torch.cat([w[:d], b[:d, None]], -1).T                               # (H+1, D): the prior mean
-        phi = self._features(params, context.obs, context.act)                    # (T, K, H+1)
+        pieces = self._head(params)
+        w0 = torch.cat([v[:d] for _, v in pieces], -1).T                         # (F, D): the prior mean
+        phi = self._features(params, context.obs, context.act)                    # (T, K, F)
         y = m.targets(context)                                                    # (T, K, D)
         lam = self.precision()
-        a = phi.transpose(1, 2) @ phi + lam                                       # (T, H+1, H+1)
-        rhs = phi.transpose(1, 2) @ y + (lam @ w0)                                # (T, H+1, D)
+        a = phi.transpose(1, 2) @ phi + lam                                       # (T, F, F)
+        rhs = phi.transpose(1, 2) @ y + (lam @ w0)                                # (T, F, D)
         chol, _ = torch.linalg.cholesky_ex(a)  # Λ0 is positive definite, so is a: only non-finite features fail (checked later)
-        post = torch.cholesky_solve(rhs, chol).transpose(1, 2)                   # (T, D, H+1)
+        post = torch.cholesky_solve(rhs, chol).transpose(1, 2)                   # (T, D, F)
         t = post.shape[0]
-        new_w = torch.cat([post[..., :-1], w[d:].expand(t, *w[d:].shape)], 1)
-        new_b = torch.cat([post[..., -1], b[d:].expand(t, *b[d:].shape)], 1)
         out = {k: v.expand(t, *v.shape) for k, v in params.items()}
-        out[f"{self._head}.weight"], out[f"{self._head}.bias"] = new_w, new_b
+        start = 0
+        for name, v in pieces:
+            width = v.shape[-1]
+            rows = torch.cat([post[..., start:start + width], v[d:].expand(t, *v[d:].shape)], 1)
+            out[name] = rows[..., 0] if name.endswith("bias") else rows
+            start += width
         return out
 
     # ------------------------------------------------------------------ meta-training
@@ -150,7 +169,7 @@ class ALPaCA(nn.Module):
         single = context.obs.dim() == 2
         batched = context if not single else Transitions(*(x.unsqueeze(0) for x in context))
         params = self._posterior(prior, batched)
-        head = {k: params[k] for k in (f"{self._head}.weight", f"{self._head}.bias")}
+        head = {name: params[name] for name, _ in self._head(prior)}
         check_adapted("context", context, self.model, head, hint=" (closed-form posterior of the output layer)")
         if single:
             return AdaptedModel(self.model, {k: v[0] for k, v in params.items()}, None)

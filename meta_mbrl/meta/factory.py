@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from meta_mbrl.meta.ensemble import Ensemble
-from meta_mbrl.meta.registry import CONDITIONED, _check_name, build_learner
+from meta_mbrl.meta.registry import CONDITIONED, MODEL_DEFAULTS, _check_name, build_learner
 from meta_mbrl.models.mlp import DynamicsMLP
 
 __all__ = ["make_learner"]
@@ -32,7 +32,9 @@ def make_learner(
         name: one of :data:`LEARNER_NAMES`.
         obs_dim / act_dim: the suite's dimensions.
         hidden: the network's hidden widths.
-        model_kwargs: more DynamicsMLP arguments (``activation``, ``gaussian``, ``reward_weight``).
+        model_kwargs: more DynamicsMLP arguments (``activation``, ``gaussian``, ``reward_weight``, ``skip``);
+            a learner's defaults (:data:`~meta_mbrl.meta.registry.MODEL_DEFAULTS`: ``alpaca`` has ``skip=True``)
+            apply where these do not say otherwise.
         seed: if given, the weights are initialized under this seed (the global RNG state is restored).
         device: where the learner goes (default: CPU).
         ensemble: ``E > 1`` builds an :class:`~meta_mbrl.meta.ensemble.Ensemble` of ``E`` independently
@@ -53,7 +55,7 @@ def make_learner(
     _check_name(name)
     if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1:
         raise ValueError(f"ensemble: expected an int >= 1 (the number of members), got {ensemble!r}")
-    mk = dict(model_kwargs or {})
+    mk = {**MODEL_DEFAULTS.get(name, {}), **(model_kwargs or {})}
     if name in CONDITIONED:
         key, default = CONDITIONED[name]
         mk["context_dim"] = int(learner_kwargs.pop(key, default))

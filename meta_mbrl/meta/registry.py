@@ -18,7 +18,7 @@ from meta_mbrl.meta.multitask import FineTune, MultiTask
 from meta_mbrl.meta.reptile import Reptile
 from meta_mbrl.meta.variants import ANIL, FOMAML, MetaSGD
 
-__all__ = ["LEARNER_CLASSES", "LEARNER_NAMES", "LEARNERS", "CONDITIONED", "build_learner", "register_learner",
+__all__ = ["LEARNER_CLASSES", "LEARNER_NAMES", "LEARNERS", "CONDITIONED", "MODEL_DEFAULTS", "build_learner", "register_learner",
            "learner_name"]
 
 LEARNER_CLASSES: dict[str, type] = {
@@ -29,6 +29,10 @@ LEARNER_NAMES: tuple[str, ...] = tuple(LEARNER_CLASSES)
 #: learners whose network is conditioned on a task vector, with the kwarg naming its size and its default
 CONDITIONED: dict[str, tuple[str, int]] = {"cadm": ("context_dim", 10), "pearl": ("context_dim", 10),
                                            "multitask": ("embed_dim", 8)}
+
+
+#: network options a learner is built with by default (``make_learner``; ``model_kwargs`` may override them)
+MODEL_DEFAULTS: dict[str, dict] = {"alpaca": {"skip": True}}
 
 
 def _check_name(name: str) -> str:

@@ -45,6 +45,9 @@ class DynamicsMLP(nn.Module):
         context_dim: size ``Z`` of a task vector the network is conditioned on (0: unconditioned).
             When > 0, every forward takes ``z``: ``(Z,)``, or ``(T, Z)`` / any prefix of the inputs'
             batch dims, broadcast over the remaining (middle) batch dims.
+        skip: add a linear map of the normalized inputs to the output (``skip.weight``, no bias, zero at
+            init), so a linear part of the dynamics (much of a position-controlled arm's) needs no hidden
+            units. Its gradients come from autograd: the analytic ``loss_grad`` / ``z_grad`` refuse it.
 
     Shapes:
         ``predict(obs (..., O), act (..., A)) -> Prediction(next_obs (..., O), reward (...))``.
@@ -75,6 +78,7 @@ class DynamicsMLP(nn.Module):
         gaussian: bool = False,
         reward_weight: float = 1.0,
         context_dim: int = 0,
+        skip: bool = False,
     ):
         super().__init__()
         if not isinstance(activation, str) or activation not in _ACTIVATIONS:
@@ -87,6 +91,10 @@ class DynamicsMLP(nn.Module):
         self.target_dim = self.obs_dim + 1
         sizes = [self.obs_dim + self.act_dim + self.context_dim, *self.hidden, self.target_dim * (2 if gaussian else 1)]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.skip_inputs = self.obs_dim + self.act_dim if check_bool("skip", skip) else 0
+        if self.skip_inputs:
+            self.skip = nn.Linear(self.skip_inputs, sizes[-1], bias=False)
+            nn.init.zeros_(self.skip.weight)
         self.obs_norm = Normalizer(self.obs_dim)
         self.delta_norm = Normalizer(self.obs_dim)
         self.reward_norm = Normalizer(1)
@@ -101,7 +109,7 @@ class DynamicsMLP(nn.Module):
         return dict(
             obs_dim=self.obs_dim, act_dim=self.act_dim, hidden=list(self.hidden),
             activation=self.activation, gaussian=self.gaussian, reward_weight=self.reward_weight,
-            context_dim=self.context_dim,
+            context_dim=self.context_dim, skip=bool(self.skip_inputs),
         )
 
     @torch.no_grad()
@@ -177,20 +185,25 @@ class DynamicsMLP(nn.Module):
         prefix of the inputs' batch dims (e.g. ``(T, Z)`` for inputs ``(T, N, ·)``).
         """
         layers = self._layers(params)
-        h, lead = self._trunk(layers, obs, act, z)
+        h, x, lead = self._trunk(layers, obs, act, z)
         h = self._linear(h, *layers[-1])
+        if self.skip_inputs:
+            w = params["skip.weight"]
+            w = w[0] if w.dim() == 3 and w.stride(0) == 0 else w
+            h = h + (F.linear(x, w) if w.dim() == 2 else torch.bmm(x, w.transpose(1, 2)))
         return h.reshape(*lead, h.shape[-1])
 
     def _trunk(self, layers, obs: torch.Tensor, act: torch.Tensor, z: torch.Tensor | None):
-        """Last hidden features (after the activation), flattened to ``(T, N, H)`` for task-batched params."""
+        """Last hidden features (after the activation) and the network's inputs, both flattened to ``(T, N, ·)``
+        for task-batched params; and the inputs' batch shape."""
         x = self._inputs(obs, act)
         lead = x.shape[:-1]
         self._check_z(z, lead)
-        h = x.reshape(layers[0][0].shape[0], -1, x.shape[-1]) if layers[0][0].dim() == 3 else x
-        h = self._first_layer(h, *layers[0], z, lead)
+        x = x.reshape(layers[0][0].shape[0], -1, x.shape[-1]) if layers[0][0].dim() == 3 else x
+        h = self._first_layer(x, *layers[0], z, lead)
         for w, b in layers[1:-1]:
             h = self._linear(self._act(h), w, b)
-        return self._act(h), lead
+        return self._act(h), x, lead
 
     def features_params(self, params: dict[str, torch.Tensor], obs: torch.Tensor, act: torch.Tensor,
                         z: torch.Tensor | None = None) -> torch.Tensor:
@@ -201,7 +214,7 @@ class DynamicsMLP(nn.Module):
             >>> m.features_params(m.param_dict(), torch.zeros(3, 4), torch.zeros(3, 2)).shape
             torch.Size([3, 5])
         """
-        h, lead = self._trunk(self._layers(params), obs, act, z)
+        h, _, lead = self._trunk(self._layers(params), obs, act, z)
         return h.reshape(*lead, h.shape[-1])
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
@@ -251,6 +264,9 @@ class DynamicsMLP(nn.Module):
 
     def _forward_cache(self, params: dict[str, torch.Tensor], tr: Transitions, z: torch.Tensor | None):
         """Forward pass keeping what the analytic backward needs: layers, activations, activation slopes."""
+        if self.skip_inputs:
+            raise ValueError("model: the analytic gradients (loss_grad, z_grad) do not cover the linear skip; build the "
+                             "network with skip=False for gradient-based learners, or use autograd (task_loss)")
         layers = self._layers(params)
         h = self._inputs(tr.obs, tr.act)
         self._check_z(z, h.shape[:-1])
