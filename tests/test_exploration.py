@@ -11,7 +11,7 @@ from meta_mbrl.adaptation import EnsembleAdaptedModel
 from meta_mbrl.agent import MetaMBRLAgent
 from meta_mbrl.config import RunConfig
 from meta_mbrl.config.sections import LearnerSection, TrainSection
-from meta_mbrl.meta import Ensemble, MAML
+from meta_mbrl.meta import MAML, Ensemble
 from meta_mbrl.models import FunctionModel
 from meta_mbrl.planning import CEM, MPCController, imagine, make_objective
 from meta_mbrl.training.model_based import agent_source, model_based_meta_train
