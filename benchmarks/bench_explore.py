@@ -11,8 +11,10 @@ goals, then collects the same env-step budget on those goals with each of
 - ``mpc reward+bonus``: on both (``reward_weight * return + bonus_weight * bonus``);
 
 and reports, per row, the env steps, the fraction of transitions that move an object
-(:func:`meta_mbrl.data.contact.object_moved` on ``suite.object_slices``), the mean reward per step and
-the env steps per second of the collection (planning included). Every row uses the same prior, tasks,
+(:func:`meta_mbrl.data.contact.object_moved` on ``suite.object_slices``), the mean reward per step,
+the env steps per second of the collection (planning included), and what the bonus sees on the row's
+own transitions: the members' disagreement per step (the bonus's per-step term, the prior adapted on
+each task's first 32 transitions of the row) and the share of it in the object dims. Every row uses the same prior, tasks,
 env seeds and budget. Writes ``benchmarks/results/explore_<env>.csv``.
 
     python benchmarks/bench_explore.py                       # ml1:push-v3, CaDM x3, ~10 min on 2 cores
@@ -37,6 +39,24 @@ from meta_mbrl.data.contact import object_moved
 from meta_mbrl.meta import make_learner
 from meta_mbrl.planning import CEM
 from meta_mbrl.training.model_based import agent_source
+from meta_mbrl.types import Transitions
+
+
+def _disagreement(learner, buf, tasks, object_slices) -> tuple[float, float]:
+    """Mean per-step disagreement (the bonus term) on ``buf``'s transitions, and the share of it in object dims."""
+    trs = []
+    for t in tasks:
+        parts = buf.trajectories(t.id)
+        trs.append(Transitions(*(torch.as_tensor(np.concatenate([np.asarray(p[i]) for p in parts]), dtype=torch.float32)
+                                 for i in range(4))))
+    tr = Transitions(*(torch.stack([x[i] for x in trs]) for i in range(4)))  # (T, n, ·)
+    with torch.no_grad():
+        model = learner.adapt(tr.index((slice(None), slice(0, 32))))
+        pred = model.predict_members(tr.obs, tr.act).next_obs  # (E, T, n, O)
+    var = (pred - pred.mean(0)).square().mean(0) / model.delta_scale.square()  # (T, n, O)
+    obj = [d for a, b in object_slices for d in range(a, b)]
+    per_dim = var.mean((0, 1))
+    return float(var.mean()), float(per_dim[obj].sum() / per_dim.sum())
 
 
 def _row(name: str, buf, suite, seconds: float, source: str) -> dict:
@@ -89,6 +109,7 @@ def main() -> int:
     t = time.perf_counter()
     buf = collect(suite, tasks, "colored-noise", episodes_per_task=args.episodes, seed=seed, progress=False)
     rows.append(_row("colored-noise", buf, suite, time.perf_counter() - t, "colored-noise"))
+    rows[-1]["disagreement"], rows[-1]["object_share"] = _disagreement(learner, buf, tasks, suite.object_slices)
     print(rows[-1], flush=True)
     for name, bonus, reward in (("mpc reward", 0.0, 1.0), ("mpc bonus", args.bonus_weight, 0.0),
                                 ("mpc reward+bonus", args.bonus_weight, 1.0)):
@@ -101,6 +122,7 @@ def main() -> int:
             buf = collect(suite, tasks, agent, episodes_per_task=args.episodes, seed=seed, progress=False,
                           source=agent_source(agent))
         rows.append(_row(name, buf, suite, time.perf_counter() - t, agent_source(agent)))
+        rows[-1]["disagreement"], rows[-1]["object_share"] = _disagreement(learner, buf, tasks, suite.object_slices)
         print(rows[-1], flush=True)
 
     df = pd.DataFrame(rows)

@@ -113,10 +113,12 @@ class MetaMBRLAgent:
         self._noise = ColoredNoisePolicy(self.low, self.high, beta=1.0, scale=1.0, seed=seed)
         self.env_steps = {"adapt": 0, "eval": 0, "act": 0}
         self.init()
-        if self.bonus_weight > 0 and not isinstance(getattr(self.model, "ensemble_size", None), int):
+        e = getattr(self.model, "ensemble_size", None)
+        if self.bonus_weight > 0 and not (isinstance(e, int) and e >= 2):
+            got = type(learner).__name__ + (f" of {e} member" if isinstance(e, int) else "")
             raise ValueError(f"bonus_weight: the information bonus is the disagreement of an ensemble's members, so it "
-                             f"needs an ensemble learner (e.g. Ensemble(..., size=3)); got bonus_weight={self.bonus_weight} "
-                             f"with {type(learner).__name__}")
+                             f"needs an ensemble learner of >= 2 members (e.g. Ensemble(..., size=3)); got "
+                             f"bonus_weight={self.bonus_weight} with {got}")
 
     # ------------------------------------------------------------------ state
     def init(self) -> None:

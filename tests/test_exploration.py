@@ -129,6 +129,9 @@ def test_bad_weights_and_single_models_are_rejected_by_name():
         imagine(single, obs, acts, bonus_weight=0.5)
     with pytest.raises(ValueError, match="bonus_weight: .*needs an ensemble"):
         make_objective(single, obs, bonus_weight=0.5)
+    one = FnEnsemble([lambda o, a: (o + a, o.sum(-1))])
+    with pytest.raises(ValueError, match="bonus_weight: .*>= 2 members.*an ensemble of 1 member"):
+        imagine(one, obs, acts, bonus_weight=0.5)
     with pytest.raises(ValueError, match=r"bonus_weight: expected a finite number in \[0.0, inf\], got -1"):
         imagine(_two_members(), obs, acts, bonus_weight=-1)
     with pytest.raises(ValueError, match=r"reward_weight: expected a finite number in \[0.0, inf\], got -0.5"):

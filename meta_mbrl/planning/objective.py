@@ -339,10 +339,12 @@ def _check_weights(model, bonus_weight: object, reward_weight: object) -> tuple[
     if b == 0.0 and r == 0.0:
         raise ValueError("reward_weight/bonus_weight: expected at least one of them > 0 (the objective would be "
                          "constant), got 0.0 and 0.0")
-    if b > 0.0 and _ensemble_size(model) is None:
+    e = _ensemble_size(model)
+    if b > 0.0 and (e is None or e < 2):
+        got = f"a single {type(model).__name__}" if e is None else f"an ensemble of {e} member"
         raise ValueError(f"bonus_weight: the information bonus is the disagreement of an ensemble's members, so it "
-                         f"needs an ensemble model (ensemble_size and predict_members, e.g. an Ensemble learner with "
-                         f"size > 1); got bonus_weight={b} with a single {type(model).__name__}")
+                         f"needs an ensemble model of >= 2 members (ensemble_size and predict_members, e.g. an Ensemble "
+                         f"learner with size > 1); got bonus_weight={b} with {got}")
     return b, r
 
 
