@@ -12,12 +12,13 @@ goals, then collects the same env-step budget on those goals with each of
 
 and reports, per row, the env steps, the fraction of transitions that move an object
 (:func:`meta_mbrl.data.contact.object_moved` on ``suite.object_slices``), the mean reward per step,
-the env steps per second of the collection (planning included), and what the bonus sees on the row's
+the env steps per second of the collection (planning included), the fraction of steps in which
+the hand (Meta-World's ``obs[0:3]``) moved less than 1 mm, and what the bonus sees on the row's
 own transitions: the members' disagreement per step (the bonus's per-step term, the prior adapted on
 each task's first 32 transitions of the row) and the share of it in the object dims. Every row uses the same prior, tasks,
 env seeds and budget. Writes ``benchmarks/results/explore_<env>.csv``.
 
-    python benchmarks/bench_explore.py                       # ml1:push-v3, CaDM x3, ~10 min on 2 cores
+    python benchmarks/bench_explore.py                       # ml1:push-v3, CaDM x3: 52-75 s, 1 thread, quiet machine
     python benchmarks/bench_explore.py --learner maml --ensemble 5 --bonus-weight 0.3
 """
 
@@ -63,7 +64,8 @@ def _row(name: str, buf, suite, seconds: float, source: str) -> dict:
     tr = buf.transitions()
     moved = object_moved(tr.obs, tr.next_obs, suite.object_slices)
     n = int(tr.obs.shape[0])
-    return {"collector": name, "source": source, "env_steps": buf.env_steps, "transitions": n,
+    still = float((np.linalg.norm(np.asarray(tr.next_obs)[:, :3] - np.asarray(tr.obs)[:, :3], axis=-1) < 1e-3).mean())
+    return {"collector": name, "source": source, "env_steps": buf.env_steps, "transitions": n, "hand_still": still,
             "moved": int(moved.sum()), "moved_frac": float(moved.float().mean()) if isinstance(moved, torch.Tensor)
             else float(np.mean(moved)), "reward_per_step": float(tr.reward.mean()), "seconds": seconds,
             "env_steps_per_s": buf.env_steps / seconds}
@@ -82,6 +84,8 @@ def main() -> int:
     ap.add_argument("--horizon", type=int, default=8)
     ap.add_argument("--population", type=int, default=50)
     ap.add_argument("--iterations", type=int, default=2)
+    ap.add_argument("--propagation", default="ts1", choices=["ts1", "tsinf", "mean"],
+                    help="how imagined particles move through the ensemble (the agent's default: ts1, E particles)")
     ap.add_argument("--bonus-weight", type=float, default=1.0, help="bonus weight of the bonus rows")
     ap.add_argument("--explore-noise", type=float, default=0.3, help="the agent's exploration noise (its default)")
     ap.add_argument("--seed", type=int, default=0)
@@ -116,7 +120,8 @@ def main() -> int:
         planner = CEM(suite.action_low, suite.action_high, horizon=args.horizon, population=args.population,
                       iterations=args.iterations, seed=args.seed)
         agent = MetaMBRLAgent(learner, planner, num_envs=len(tasks), online=True, context_size=32, adapt_every=1,
-                              explore_noise=args.explore_noise, seed=args.seed, bonus_weight=bonus, reward_weight=reward)
+                              explore_noise=args.explore_noise, seed=args.seed, bonus_weight=bonus, reward_weight=reward,
+                              propagation=args.propagation)
         t = time.perf_counter()
         with torch.no_grad():
             buf = collect(suite, tasks, agent, episodes_per_task=args.episodes, seed=seed, progress=False,
@@ -128,7 +133,7 @@ def main() -> int:
     df = pd.DataFrame(rows)
     df.insert(0, "suite", args.suite)
     df["learner"], df["ensemble"] = args.learner, args.ensemble
-    df["planner"] = f"cem H{args.horizon} x{args.population} x{args.iterations}it, ts1 E particles"
+    df["planner"] = f"cem H{args.horizon} x{args.population} x{args.iterations}it, {args.propagation}"
     df["moved_vs_noise"] = df["moved_frac"] / max(df["moved_frac"].iloc[0], 1e-12)
     report(df, f"explore_{args.suite.split(':')[-1]}{args.out_suffix}",
            f"Contact found by each collector on {args.suite} training goals ({args.tasks} goals x {args.episodes} "

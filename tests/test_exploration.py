@@ -181,3 +181,31 @@ def test_model_based_loop_explores_with_the_bonus_and_counts_its_env_steps():
     assert sum(a.env_steps["adapt"] for a in made) == len(tasks) * suite.max_episode_steps
     assert [s["policy"] for s in buf.sources] == ["colored-noise", "mpc-agent+bonus0.5/round1"]
     assert agent_source(made[0]) == "mpc-agent+bonus0.5"
+
+
+def test_the_cli_rejects_a_bonus_without_an_ensemble_before_any_work(tmp_path, capsys):
+    from meta_mbrl.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--suite", "point-mass", "--preset", "test", "--mb-rounds", "2", "--mb-bonus-weight", "0.5",
+                 "--run-dir", str(run), "--no-progress"]) == 2
+    assert "train.mb_bonus_weight: the information bonus" in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_train_run_collects_with_the_bonus_and_evaluates_without_it(tmp_path, monkeypatch):
+    from meta_mbrl import runs
+    from meta_mbrl.cli import main
+    from meta_mbrl.training import load_checkpoint
+
+    built = []
+    build = runs.build_agent
+    monkeypatch.setattr(runs, "build_agent", lambda *a, **kw: built.append(build(*a, **kw)) or built[-1])
+    run = tmp_path / "run"
+    assert main(["train", "--suite", "point-mass", "--preset", "test", "--learner", "cadm", "--ensemble", "2",
+                 "--tasks-per-class", "2", "--mb-rounds", "2", "--mb-bonus-weight", "0.5", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    sources = load_checkpoint(run)["sources"]
+    assert sources[-1]["policy"] == "mpc-agent+bonus0.5/round1"
+    assert {a.bonus_weight for a in built} == {0.5, 0.0}  # the collecting agent, then evaluation's
+    assert built[0].bonus_weight == 0.5 and built[-1].bonus_weight == 0.0
