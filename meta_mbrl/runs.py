@@ -192,7 +192,8 @@ def check_run_config(cfg: RunConfig, run: Path, resume_with_changes: bool = Fals
     if not path.exists():
         return doc
     old = read_config_file(path)
-    before, after = _flatten(old["config"]), _flatten(to_dict(cfg))
+    # through from_dict: a setting added since the run started (e.g. train.mb_bonus_weight) reads as its default
+    before, after = _flatten(to_dict(from_dict(old["config"]))), _flatten(to_dict(cfg))
     diff = {k: (before.get(k), after[k]) for k in after if json.dumps(before.get(k)) != json.dumps(after[k])}
     fixed = {k: v for k, v in diff.items() if not k.startswith(_RESUMABLE)}
     optimisation = {k: v for k, v in fixed.items() if k.startswith(_OPTIMISATION)}

@@ -203,9 +203,24 @@ def test_train_run_collects_with_the_bonus_and_evaluates_without_it(tmp_path, mo
     monkeypatch.setattr(runs, "build_agent", lambda *a, **kw: built.append(build(*a, **kw)) or built[-1])
     run = tmp_path / "run"
     assert main(["train", "--suite", "point-mass", "--preset", "test", "--learner", "cadm", "--ensemble", "2",
-                 "--tasks-per-class", "2", "--mb-rounds", "2", "--mb-bonus-weight", "0.5", "--run-dir", str(run),
+                 "--mb-rounds", "2", "--mb-bonus-weight", "0.5", "--kshot-ks", "8", "--run-dir", str(run),
                  "--no-progress"]) == 0
     sources = load_checkpoint(run)["sources"]
     assert sources[-1]["policy"] == "mpc-agent+bonus0.5/round1"
     assert {a.bonus_weight for a in built} == {0.5, 0.0}  # the collecting agent, then evaluation's
     assert built[0].bonus_weight == 0.5 and built[-1].bonus_weight == 0.0
+
+
+def test_a_run_started_before_the_bonus_settings_existed_resumes(tmp_path):
+    import json
+
+    from meta_mbrl.config import CONFIG_FORMAT, to_dict
+    from meta_mbrl.runs import check_run_config
+
+    cfg = RunConfig()
+    old = to_dict(cfg)
+    del old["train"]["mb_bonus_weight"], old["train"]["mb_reward_weight"]
+    (tmp_path / "config.json").write_text(json.dumps({"format": CONFIG_FORMAT, "config": old}))
+    check_run_config(cfg, tmp_path)  # the same settings: resumes
+    with pytest.raises(ValueError, match=r"train.mb_bonus_weight: 0.0 -> 0.5"):
+        check_run_config(RunConfig(train=TrainSection(mb_bonus_weight=0.5)), tmp_path)
