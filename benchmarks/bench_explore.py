@@ -71,6 +71,53 @@ def _row(name: str, buf, suite, seconds: float, source: str) -> dict:
             "env_steps_per_s": buf.env_steps / seconds}
 
 
+def _one_seed(args, seed: int) -> pd.DataFrame:
+    """The four rows of one seed: its own goals, colored-noise data, prior, planner and env resets."""
+    suite = task_suites.make(args.suite, seed=seed)
+    tasks = suite.train_tasks[:args.tasks]
+    t0 = time.perf_counter()
+    train = collect(suite, tasks, "colored-noise", episodes_per_task=args.train_episodes, seed=seed, progress=False)
+    learner = make_learner(args.learner, suite.obs_dim, suite.act_dim, hidden=tuple(args.hidden), ensemble=args.ensemble,
+                           seed=seed)
+    meta_train(learner, train, steps=args.steps, tasks_per_batch=min(args.tasks, 10), support=16, query=16, lr=1e-3,
+               progress=False, seed=seed)
+    learner.eval()
+    prep = time.perf_counter() - t0
+    print(f"seed {seed}: prior {args.learner} x{args.ensemble} {tuple(args.hidden)}, {args.steps} steps on {train} "
+          f"({prep:.0f} s)", flush=True)
+
+    rows_seed = seed + 1  # every row: the same env resets, none shared with the training data
+    rows = []
+    t = time.perf_counter()
+    buf = collect(suite, tasks, "colored-noise", episodes_per_task=args.episodes, seed=rows_seed, progress=False)
+    rows.append(_row("colored-noise", buf, suite, time.perf_counter() - t, "colored-noise"))
+    rows[-1]["disagreement"], rows[-1]["object_share"] = _disagreement(learner, buf, tasks, suite.object_slices)
+    print(rows[-1], flush=True)
+    for name, bonus, reward in (("mpc reward", 0.0, 1.0), ("mpc bonus", args.bonus_weight, 0.0),
+                                ("mpc reward+bonus", args.bonus_weight, 1.0)):
+        planner = CEM(suite.action_low, suite.action_high, horizon=args.horizon, population=args.population,
+                      iterations=args.iterations, seed=seed)
+        agent = MetaMBRLAgent(learner, planner, num_envs=len(tasks), online=True, context_size=32, adapt_every=1,
+                              explore_noise=args.explore_noise, seed=seed, bonus_weight=bonus, reward_weight=reward,
+                              propagation=args.propagation)
+        t = time.perf_counter()
+        with torch.no_grad():
+            buf = collect(suite, tasks, agent, episodes_per_task=args.episodes, seed=rows_seed, progress=False,
+                          source=agent_source(agent))
+        rows.append(_row(name, buf, suite, time.perf_counter() - t, agent_source(agent)))
+        rows[-1]["disagreement"], rows[-1]["object_share"] = _disagreement(learner, buf, tasks, suite.object_slices)
+        print(rows[-1], flush=True)
+
+    df = pd.DataFrame(rows)
+    df.insert(0, "seed", seed)
+    df.insert(0, "suite", args.suite)
+    df["learner"], df["ensemble"] = args.learner, args.ensemble
+    df["planner"] = f"cem H{args.horizon} x{args.population} x{args.iterations}it, {args.propagation}"
+    noise = df["moved_frac"].iloc[0]
+    df["moved_vs_noise"] = df["moved_frac"] / noise if noise > 0 else float("nan")  # undefined if noise moved nothing
+    return df
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default="ml1:push-v3")
@@ -88,56 +135,29 @@ def main() -> int:
                     help="how imagined particles move through the ensemble (the agent's default: ts1, E particles)")
     ap.add_argument("--bonus-weight", type=float, default=1.0, help="bonus weight of the bonus rows")
     ap.add_argument("--explore-noise", type=float, default=0.3, help="the agent's exploration noise (its default)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the first seed")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds run one after another (a summary table over them)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core machine 2 threads under contention ran ~10x slower)")
     ap.add_argument("--out-suffix", default="")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    suite = task_suites.make(args.suite, seed=args.seed)
-    tasks = suite.train_tasks[:args.tasks]
-    t0 = time.perf_counter()
-    train = collect(suite, tasks, "colored-noise", episodes_per_task=args.train_episodes, seed=args.seed, progress=False)
-    learner = make_learner(args.learner, suite.obs_dim, suite.act_dim, hidden=tuple(args.hidden), ensemble=args.ensemble,
-                           seed=args.seed)
-    meta_train(learner, train, steps=args.steps, tasks_per_batch=min(args.tasks, 10), support=16, query=16, lr=1e-3,
-               progress=False, seed=args.seed)
-    learner.eval()
-    prep = time.perf_counter() - t0
-    print(f"prior: {args.learner} x{args.ensemble} {tuple(args.hidden)}, {args.steps} steps on {train} ({prep:.0f} s)",
-          flush=True)
-
-    seed = args.seed + 1  # every row: the same env resets, none shared with the training data
-    rows = []
-    t = time.perf_counter()
-    buf = collect(suite, tasks, "colored-noise", episodes_per_task=args.episodes, seed=seed, progress=False)
-    rows.append(_row("colored-noise", buf, suite, time.perf_counter() - t, "colored-noise"))
-    rows[-1]["disagreement"], rows[-1]["object_share"] = _disagreement(learner, buf, tasks, suite.object_slices)
-    print(rows[-1], flush=True)
-    for name, bonus, reward in (("mpc reward", 0.0, 1.0), ("mpc bonus", args.bonus_weight, 0.0),
-                                ("mpc reward+bonus", args.bonus_weight, 1.0)):
-        planner = CEM(suite.action_low, suite.action_high, horizon=args.horizon, population=args.population,
-                      iterations=args.iterations, seed=args.seed)
-        agent = MetaMBRLAgent(learner, planner, num_envs=len(tasks), online=True, context_size=32, adapt_every=1,
-                              explore_noise=args.explore_noise, seed=args.seed, bonus_weight=bonus, reward_weight=reward,
-                              propagation=args.propagation)
-        t = time.perf_counter()
-        with torch.no_grad():
-            buf = collect(suite, tasks, agent, episodes_per_task=args.episodes, seed=seed, progress=False,
-                          source=agent_source(agent))
-        rows.append(_row(name, buf, suite, time.perf_counter() - t, agent_source(agent)))
-        rows[-1]["disagreement"], rows[-1]["object_share"] = _disagreement(learner, buf, tasks, suite.object_slices)
-        print(rows[-1], flush=True)
-
-    df = pd.DataFrame(rows)
-    df.insert(0, "suite", args.suite)
-    df["learner"], df["ensemble"] = args.learner, args.ensemble
-    df["planner"] = f"cem H{args.horizon} x{args.population} x{args.iterations}it, {args.propagation}"
-    df["moved_vs_noise"] = df["moved_frac"] / max(df["moved_frac"].iloc[0], 1e-12)
-    report(df, f"explore_{args.suite.split(':')[-1]}{args.out_suffix}",
-           f"Contact found by each collector on {args.suite} training goals ({args.tasks} goals x {args.episodes} "
-           f"episodes per row; prior meta-trained {args.steps} steps on {train.env_steps} colored-noise env steps)")
+    frames = [_one_seed(args, seed) for seed in range(args.seed, args.seed + args.seeds)]
+    df = pd.concat(frames, ignore_index=True)
+    name = f"explore_{args.suite.split(':')[-1]}{args.out_suffix}"
+    budget = f"{args.tasks} goals x {args.episodes} episodes per row and seed"
+    report(df, name, f"Contact found by each collector on {args.suite} training goals ({budget}; prior meta-trained "
+           f"{args.steps} steps on {args.tasks * args.train_episodes} colored-noise episodes)")
+    if args.seeds > 1:
+        g = df.groupby("collector", sort=False)
+        summary = pd.DataFrame({
+            "seeds": g["seed"].nunique(), "env_steps": g["env_steps"].sum(), "moved": g["moved"].sum(),
+            "moved_frac_mean": g["moved_frac"].mean(), "moved_frac_std": g["moved_frac"].std(),
+            "moved_frac_min": g["moved_frac"].min(), "moved_frac_max": g["moved_frac"].max(),
+            "hand_still": g["hand_still"].mean(), "env_steps_per_s": g["env_steps"].sum() / g["seconds"].sum(),
+        }).reset_index()
+        report(summary, name + ".summary", f"Over {args.seeds} seeds (each: its own goals, prior and env resets)")
     return 0
 
 
