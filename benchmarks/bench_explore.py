@@ -18,7 +18,7 @@ own transitions: the members' disagreement per step (the bonus's per-step term, 
 each task's first 32 transitions of the row) and the share of it in the object dims. Every row uses the same prior, tasks,
 env seeds and budget. Writes ``benchmarks/results/explore_<env>.csv``.
 
-    python benchmarks/bench_explore.py                       # ml1:push-v3, CaDM x3: 52-75 s, 1 thread, quiet machine
+    python benchmarks/bench_explore.py --seeds 5             # ml1:push-v3, CaDM x3: ~6 min on 1 thread (75 s a seed)
     python benchmarks/bench_explore.py --learner maml --ensemble 5 --bonus-weight 0.3
 """
 
