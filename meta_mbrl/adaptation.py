@@ -235,6 +235,16 @@ class EnsembleAdaptedModel(_TaskBatched):
         self.dtype, self.device = ref.dtype, ref.device
         self.params_batched = self._first.params_batched
 
+    @property
+    def delta_scale(self) -> torch.Tensor | None:
+        """The prior's Δobs normalizer std ``(O,)`` (the units the members' disagreement is measured in), or None.
+
+        :func:`meta_mbrl.planning.imagine`'s information bonus divides the members' next-observation
+        variance by its square, so the bonus is in the normalized Δobs units the members were trained on.
+        """
+        std = getattr(getattr(self.model, "delta_norm", None), "std", None)
+        return std if isinstance(std, torch.Tensor) else None
+
     def member(self, e: int) -> AdaptedModel:
         """Member ``e`` as a plain :class:`AdaptedModel` (views, no copy)."""
         if not -self.ensemble_size <= e < self.ensemble_size:

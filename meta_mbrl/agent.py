@@ -55,6 +55,11 @@ class MetaMBRLAgent:
         particles / propagation: trajectory sampling across an ensemble's members (PETS TS-1 / TS-inf,
             see :class:`~meta_mbrl.planning.MPCController`); ``None`` particles: one per member.
         seed: seeds the exploration noise and the trajectory sampling.
+        bonus_weight: weight (>= 0) of the information bonus in the planner's objective: the
+            disagreement of an ensemble's members about the next observation (Plan2Explore / MAX, see
+            :func:`~meta_mbrl.planning.imagine`); > 0 needs an ensemble learner. Used to explore
+            training tasks; 0 (the default) plans on the predicted return alone.
+        reward_weight: weight (>= 0) of the predicted return in the objective (0 with a bonus: pure exploration).
 
     Example:
         >>> import numpy as np, torch
@@ -82,6 +87,8 @@ class MetaMBRLAgent:
         particles: int | None = None,
         propagation: str = "ts1",
         seed: int | None = None,
+        bonus_weight: float = 0.0,
+        reward_weight: float = 1.0,
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs: expected >= 1, got {num_envs}")
@@ -100,10 +107,18 @@ class MetaMBRLAgent:
         self.device, self.dtype = ref.device, ref.dtype
         self.low, self.high = (np.asarray(torch.as_tensor(b).cpu(), np.float32) for b in (planner.action_low, planner.action_high))
         self.controller = MPCController(planner, num_envs=self.num_envs, replan_every=replan_every, device=self.device,
-                                        particles=particles, propagation=propagation, seed=seed)
+                                        particles=particles, propagation=propagation, seed=seed,
+                                        bonus_weight=bonus_weight, reward_weight=reward_weight)
+        self.bonus_weight, self.reward_weight = self.controller.bonus_weight, self.controller.reward_weight
         self._noise = ColoredNoisePolicy(self.low, self.high, beta=1.0, scale=1.0, seed=seed)
         self.env_steps = {"adapt": 0, "eval": 0, "act": 0}
         self.init()
+        e = getattr(self.model, "ensemble_size", None)
+        if self.bonus_weight > 0 and not (isinstance(e, int) and e >= 2):
+            got = type(learner).__name__ + (f" of {e} member" if isinstance(e, int) else "")
+            raise ValueError(f"bonus_weight: the information bonus is the disagreement of an ensemble's members, so it "
+                             f"needs an ensemble learner of >= 2 members (e.g. Ensemble(..., size=3)); got "
+                             f"bonus_weight={self.bonus_weight} with {got}")
 
     # ------------------------------------------------------------------ state
     def init(self) -> None:

@@ -81,15 +81,20 @@ def adapt_opts(cfg: RunConfig) -> dict | None:
     return {"steps": cfg.control.adapt_steps}
 
 
-def build_agent(cfg: RunConfig, learner, suite, num_envs: int):
-    """A MetaMBRLAgent over ``learner`` with the config's planner and adaptation settings."""
+def build_agent(cfg: RunConfig, learner, suite, num_envs: int, bonus_weight: float = 0.0, reward_weight: float = 1.0):
+    """A MetaMBRLAgent over ``learner`` with the config's planner and adaptation settings.
+
+    ``bonus_weight`` / ``reward_weight`` weigh the ensemble-disagreement bonus and the predicted return in
+    the planner's objective (``train.mb_bonus_weight`` / ``train.mb_reward_weight`` for the agent that
+    collects in model-based rounds; evaluation keeps the defaults, reward only).
+    """
     from meta_mbrl.agent import MetaMBRLAgent
 
     c = cfg.control
     return MetaMBRLAgent(
         learner, build_planner(cfg, suite), num_envs=num_envs, online=c.online, context_size=c.context_size,
         explore_noise=c.explore_noise, adapt_opts=adapt_opts(cfg), particles=cfg.planner.particles or None,
-        propagation=cfg.planner.propagation, seed=cfg.seed,
+        propagation=cfg.planner.propagation, seed=cfg.seed, bonus_weight=bonus_weight, reward_weight=reward_weight,
     )
 
 
@@ -198,7 +203,8 @@ def check_run_config(cfg: RunConfig, run: Path, resume_with_changes: bool = Fals
     if not path.exists():
         return doc
     old = read_config_file(path)
-    before, after = _flatten(old["config"]), _flatten(to_dict(cfg))
+    # through from_dict: a setting added since the run started (e.g. train.mb_bonus_weight) reads as its default
+    before, after = _flatten(to_dict(from_dict(old["config"]))), _flatten(to_dict(cfg))
     diff = {k: (before.get(k), after[k]) for k in after if json.dumps(before.get(k)) != json.dumps(after[k])}
     fixed = {k: v for k, v in diff.items() if not k.startswith(_RESUMABLE)}
     optimisation = {k: v for k, v in fixed.items() if k.startswith(_OPTIMISATION)}
@@ -264,7 +270,8 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
 
                 model_based_meta_train(
                     learner, suite, select_tasks(suite.train_tasks, t.mb_tasks_per_class), buffer,
-                    lambda lr, n: build_agent(cfg, lr, suite, n), rounds=t.mb_rounds,
+                    lambda lr, n: build_agent(cfg, lr, suite, n, t.mb_bonus_weight, t.mb_reward_weight),
+                    rounds=t.mb_rounds,
                     steps_per_round=-(-t.steps // t.mb_rounds), run_dir=run, seed=cfg.seed, progress=progress,
                     **train_kwargs,
                 )

@@ -335,6 +335,13 @@ class TrainSection:
     tasks (PETS / GrBAL). 1 trains on exploration data only."""
     mb_tasks_per_class: int = 1
     """Training tasks (goals) per class the agent collects on in each model-based round; 0 means all."""
+    mb_bonus_weight: float = 0.0
+    """Weight of the ensemble-disagreement bonus when the agent collects on training tasks in model-based rounds
+    (Plan2Explore / MAX: the members' variance about the next observation, in normalized Δobs units, summed over the
+    horizon); needs learner.ensemble > 1. 0 plans on the predicted reward alone."""
+    mb_reward_weight: float = 1.0
+    """Weight of the predicted return when the agent collects in model-based rounds (0 with a bonus: pure
+    exploration)."""
     checkpoint_every: int = 500
     """Steps between checkpoints."""
     log_every: int = 50
@@ -347,6 +354,11 @@ class TrainSection:
             _int(self, n)
         _int(self, "mb_tasks_per_class", 0)
         _int(self, "support_max", 0)
+        _float(self, "mb_bonus_weight", 0.0, strict=False)
+        _float(self, "mb_reward_weight", 0.0, strict=False)
+        if self.mb_bonus_weight == 0 and self.mb_reward_weight == 0:
+            raise ValueError("train.mb_reward_weight/train.mb_bonus_weight: expected at least one of them > 0 (the "
+                             "collecting agent's objective would be constant), got 0.0 and 0.0")
         _choice(self, "query_mode")
         _float(self, "outer_lr", hi=10.0)
         _float(self, "grad_clip")
@@ -478,6 +490,10 @@ class RunConfig:
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device: expected a torch device string such as 'cpu' or 'cuda', got {self.device!r}")
         e, p = self.learner.ensemble, self.planner
+        if self.train.mb_bonus_weight > 0 and self.train.mb_rounds > 1 and e < 2:
+            raise ValueError(f"train.mb_bonus_weight: the information bonus is the disagreement of an ensemble's members, "
+                             f"so it needs learner.ensemble > 1; got learner.ensemble={e} with "
+                             f"train.mb_bonus_weight={self.train.mb_bonus_weight} (use --ensemble 3, or 0 for no bonus)")
         if p.particles and e > 1 and p.propagation != "mean" and p.particles % e:
             raise ValueError(f"planner.particles: expected a multiple of learner.ensemble ({e}) for {p.propagation}, "
                              f"got {p.particles}")

@@ -35,6 +35,9 @@ class MPCController:
             :func:`~meta_mbrl.planning.imagine`): for an ensemble, ``particles`` (default ``E``) split
             across members by ``"ts1"`` / ``"tsinf"``, or the members' ``"mean"``.
         seed: seeds TS-1's member draws and Gaussian sampling.
+        bonus_weight: weight (>= 0) of the ensemble-disagreement information bonus in the objective
+            (Plan2Explore / MAX; see :func:`~meta_mbrl.planning.imagine`); > 0 needs an ensemble model.
+        reward_weight: weight (>= 0) of the imagined return.
 
     Shapes:
         ``act(obs (B, O), model) -> actions (B, A)`` (numpy float32); ``last_plan``: ``(B, H, A)``.
@@ -52,7 +55,7 @@ class MPCController:
 
     def __init__(self, planner: Planner, num_envs: int = 1, replan_every: int = 1, discount: float = 1.0,
                  device: torch.device | str = "cpu", particles: int | None = None, propagation: str = "ts1",
-                 seed: int | None = None):
+                 seed: int | None = None, bonus_weight: float = 0.0, reward_weight: float = 1.0):
         for attr in ("plan", "horizon", "action_low", "action_high"):
             if not hasattr(planner, attr):
                 raise ValueError(f"planner: expected a Planner with a {attr!r} attribute, got {type(planner).__name__}")
@@ -69,6 +72,11 @@ class MPCController:
         if not isinstance(propagation, str) or propagation not in PROPAGATIONS:
             raise ValueError(f"propagation: expected one of {'|'.join(PROPAGATIONS)}, got {propagation!r}")
         self.particles, self.propagation = particles, propagation
+        self.bonus_weight = check_float("bonus_weight", bonus_weight, 0.0)
+        self.reward_weight = check_float("reward_weight", reward_weight, 0.0)
+        if self.bonus_weight == 0.0 and self.reward_weight == 0.0:
+            raise ValueError("reward_weight/bonus_weight: expected at least one of them > 0 (the objective would be "
+                             "constant), got 0.0 and 0.0")
         self._gen = make_generator(seed, self.device)
         self._low = torch.as_tensor(planner.action_low, dtype=torch.float32, device=self.device)
         self._high = torch.as_tensor(planner.action_high, dtype=torch.float32, device=self.device)
@@ -124,7 +132,8 @@ class MPCController:
             raise ValueError(f"obs: expected shape ({self.num_envs}, O) (num_envs={self.num_envs}), got {tuple(obs.shape)}")
         if self._plan is None or self._t >= self.replan_every or bool(self._fresh.any()):
             objective = make_objective(model, obs.to(device=self.device), self.discount,
-                                       particles=self.particles, propagation=self.propagation, generator=self._gen)
+                                       particles=self.particles, propagation=self.propagation, generator=self._gen,
+                                       bonus_weight=self.bonus_weight, reward_weight=self.reward_weight)
             plan = self.planner.plan(objective, self.warm_start())
             if tuple(plan.shape) != (self.num_envs, self.horizon, self.action_dim):
                 raise ValueError(f"planner: expected a plan of shape {(self.num_envs, self.horizon, self.action_dim)}, "

@@ -203,11 +203,86 @@ def _rollout_chunk(model, obs: torch.Tensor, actions: torch.Tensor, discount: fl
     return ret
 
 
+def _disagreement(next_obs: torch.Tensor, scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Members' mean ``(..., O)`` and disagreement ``(...)`` of stacked predictions ``next_obs (E, ..., O)``.
+
+    The disagreement is the variance across members (population variance, by hand: ``torch.var`` over
+    the leading dim measured far slower on CPU), divided by ``scale**2`` (the prior's Δobs std, so the
+    units are the normalized Δobs the members were trained on) and averaged over the ``O`` dims.
+    """
+    mean = next_obs.mean(0)
+    var = (next_obs - mean).square_().mean(0)
+    if scale is not None:
+        var = var / scale.square()
+    return mean, var.mean(-1)
+
+
+def _bonus_scale(model, obs: torch.Tensor) -> torch.Tensor | None:
+    """The model's ``delta_scale`` (per-dim std of its Δobs normalizer, ``(O,)``) on ``obs``'s device, or None."""
+    scale = getattr(model, "delta_scale", None)
+    if not isinstance(scale, torch.Tensor):
+        return None
+    return scale.to(device=obs.device, dtype=obs.dtype)
+
+
+def _rollout_bonus(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, particles: int,
+                   propagation: str, generator: torch.Generator | None, bonus_weight: float,
+                   reward_weight: float) -> torch.Tensor:
+    """``reward_weight * return + bonus_weight * sum_h discount**h * disagreement_h``, mean over particles.
+
+    Every member predicts every particle once per step (one ``predict_members`` call, ``E`` times the rows
+    of trajectory sampling's per-member call); the disagreement comes from those predictions, and each
+    particle moves on with its own member's (``"ts1"`` / ``"tsinf"``: member ``p % E`` after TS-1's
+    permutation, as :func:`_ts_predict`) or with the members' mean (``"mean"``; sampled from the
+    members' spread with more than one particle).
+    """
+    lead = actions.shape[:-2]
+    e = _ensemble_size(model)
+    scale = _bonus_scale(model, obs)
+    o = obs.unsqueeze(-2).expand(*lead, obs.shape[-1]).unsqueeze(-2).expand(*lead, particles, obs.shape[-1])
+    acts = actions.movedim(-2, 0).unsqueeze(-2).expand(actions.shape[-2], *lead, particles, actions.shape[-1])
+    ret = torch.zeros(*lead, particles, dtype=obs.dtype, device=obs.device)
+    pick = torch.arange(particles, device=obs.device)
+    member = pick % e
+    first, unchecked = _checked(model, members=True), model.predict_members_unchecked
+    w = 1.0
+    for h in range(acts.shape[0]):
+        if propagation == "ts1" and h > 0:
+            perm = torch.rand(*lead, particles, generator=generator, device=obs.device).argsort(-1)
+            o = o.gather(-2, perm.unsqueeze(-1).expand_as(o))
+            ret = ret.gather(-1, perm)
+        pred = (first if h == 0 else unchecked)(o, acts[h])  # (E, *lead, P, ·)
+        if pred.next_obs.shape != (e, *o.shape) or pred.reward.shape != (e, *o.shape[:-1]):
+            raise ValueError(f"model: expected predict_members to return next_obs {(e, *o.shape)} and reward "
+                             f"{(e, *o.shape[:-1])}, got {tuple(pred.next_obs.shape)} and {tuple(pred.reward.shape)}")
+        mean, bonus = _disagreement(pred.next_obs, scale)
+        if propagation == "mean":
+            reward, nxt = pred.reward.mean(0), mean
+            std = None
+            if particles > 1:
+                var = (pred.next_obs - mean).square().mean(0)
+                if pred.next_obs_std is not None:
+                    var = var + pred.next_obs_std.square().mean(0)
+                std = var.sqrt()
+        else:
+            reward = pred.reward.movedim(0, -1)[..., pick, member]
+            nxt = pred.next_obs.movedim(0, -2)[..., pick, member, :]
+            std = None if pred.next_obs_std is None else pred.next_obs_std.movedim(0, -2)[..., pick, member, :]
+        ret.add_(reward, alpha=w * reward_weight).add_(bonus, alpha=w * bonus_weight)
+        o = nxt
+        if std is not None:
+            o = o + std * torch.randn(o.shape, generator=generator, device=o.device, dtype=o.dtype)
+        w *= discount
+    return ret.mean(-1)
+
+
 def _rollout(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, max_rows: int | None,
-             particles: int = 1, propagation: str = "ts1", generator: torch.Generator | None = None) -> torch.Tensor:
+             particles: int = 1, propagation: str = "ts1", generator: torch.Generator | None = None,
+             bonus_weight: float = 0.0, reward_weight: float = 1.0) -> torch.Tensor:
     """The unchecked rollout: ``obs (B, O)``, ``actions (B, N, H, A)`` -> ``(B, N)`` (or without ``B``).
 
     Candidates are independent, so rolling them out in chunks along ``N`` gives the same returns.
+    Without a bonus the rollout is the plain one (scaled by ``reward_weight`` if it is not 1).
     """
     n = actions.shape[-3]
     if max_rows is None and obs.device.type != "cpu":
@@ -215,10 +290,19 @@ def _rollout(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, m
     else:
         # rows of one model call per candidate: its particles, or every member of an ensemble's mean
         e = _ensemble_size(model)
-        per_candidate = particles * (e if e is not None and propagation == "mean" else 1)
+        # the bonus has every member predict every particle
+        per_candidate = particles * (e if e is not None and (propagation == "mean" or bonus_weight > 0) else 1)
         chunk = max(1, (max_rows or CPU_MAX_ROWS) // ((obs.shape[0] if obs.dim() == 2 else 1) * per_candidate))
 
     def run(acts: torch.Tensor) -> torch.Tensor:
+        if bonus_weight > 0:
+            return _rollout_bonus(model, obs, acts, discount, particles, propagation, generator, bonus_weight,
+                                  reward_weight)
+        if reward_weight != 1.0:
+            return run_plain(acts) * reward_weight
+        return run_plain(acts)
+
+    def run_plain(acts: torch.Tensor) -> torch.Tensor:
         if particles == 1 and (propagation == "mean" or _ensemble_size(model) is None):
             return _rollout_chunk(model, obs, acts, discount)
         return _rollout_particles(model, obs, acts, discount, particles, propagation, generator)
@@ -248,9 +332,26 @@ def _check_particles(model, particles: object, propagation: object) -> int:
     return p
 
 
+def _check_weights(model, bonus_weight: object, reward_weight: object) -> tuple[float, float]:
+    """``(bonus_weight, reward_weight)`` as floats >= 0, not both 0; a bonus needs an ensemble model."""
+    b = check_float("bonus_weight", bonus_weight, 0.0)
+    r = check_float("reward_weight", reward_weight, 0.0)
+    if b == 0.0 and r == 0.0:
+        raise ValueError("reward_weight/bonus_weight: expected at least one of them > 0 (the objective would be "
+                         "constant), got 0.0 and 0.0")
+    e = _ensemble_size(model)
+    if b > 0.0 and (e is None or e < 2):
+        got = f"a single {type(model).__name__}" if e is None else f"an ensemble of {e} member"
+        raise ValueError(f"bonus_weight: the information bonus is the disagreement of an ensemble's members, so it "
+                         f"needs an ensemble model of >= 2 members (ensemble_size and predict_members, e.g. an Ensemble "
+                         f"learner with size > 1); got bonus_weight={b} with {got}")
+    return b, r
+
+
 def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, discount: float = 1.0,
             max_rows: int | None = None, particles: int | None = None, propagation: str = "ts1",
-            generator: torch.Generator | None = None) -> torch.Tensor:
+            generator: torch.Generator | None = None, bonus_weight: float = 0.0,
+            reward_weight: float = 1.0) -> torch.Tensor:
     """Discounted return of each action sequence, rolling ``model`` forward from ``obs``.
 
     ``returns = sum_h discount**h * reward_h`` where ``reward_h`` is the model's predicted reward for
@@ -281,6 +382,18 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
             ``E`` for an ensemble (one particle per member), else 1.
         propagation: one of :data:`PROPAGATIONS` (used by ensembles).
         generator: the randomness of TS-1's draws and of Gaussian sampling.
+        bonus_weight: weight (>= 0) of the information bonus (see below); 0 leaves the returns exactly
+            those of the plain rollout. Needs an ensemble model.
+        reward_weight: weight (>= 0) of the predicted return.
+
+    **Information bonus** (Plan2Explore, Sekar et al. 2020; MAX, Shyam et al. 2019). With
+    ``bonus_weight > 0`` the objective is ``reward_weight * sum_h discount**h * reward_h +
+    bonus_weight * sum_h discount**h * bonus_h``, where ``bonus_h`` is the members' disagreement about
+    the next observation of step ``h``: the variance across members of their ``next_obs``, in the
+    model's normalized Δobs units (divided by the square of its ``delta_scale``, the prior's Δobs std,
+    when it has one), averaged over the observation dims. Every member predicts every particle once per
+    step (``E`` times the rows of trajectory sampling), and the particles move on as ``propagation``
+    says; with one particle and ``"mean"`` that is the members' mean (deterministic).
 
     Returns:
         The returns, ``(N,)`` or ``(B, N)``.
@@ -292,7 +405,8 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
         ValueError: on mismatched shapes (obs vs model dims, ``B`` of obs vs actions), a dtype other than the
             model's (no silent casts: ``obs`` must have the model's dtype, ``actions`` ``obs``'s), non-finite input,
             non-finite returns (naming ``obs`` / ``actions``: the rollout overflowed), bad discount, or particles
-            that are not a multiple of the ensemble size.
+            that are not a multiple of the ensemble size; negative ``bonus_weight`` / ``reward_weight`` (or both 0),
+            or ``bonus_weight > 0`` with a model that is not an ensemble.
 
     Example:
         >>> import torch
@@ -308,7 +422,9 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
         check_int("max_rows", max_rows, 1)
     particles = _check_particles(model, particles, propagation)
     _check_generator(generator, obs)
-    ret = _rollout(model, obs, actions, discount, max_rows, particles, propagation, generator)
+    bonus_weight, reward_weight = _check_weights(model, bonus_weight, reward_weight)
+    ret = _rollout(model, obs, actions, discount, max_rows, particles, propagation, generator, bonus_weight,
+                   reward_weight)
     return _check_returns(ret, obs, actions)
 
 
@@ -326,6 +442,7 @@ class Objective:
         discount: per-step discount in ``[0, 1]``.
         max_rows: cap on the rows of one model call (see :func:`imagine`).
         particles / propagation / generator: trajectory sampling (see :func:`imagine`).
+        bonus_weight / reward_weight: the information bonus of an ensemble and the return's weight (see :func:`imagine`).
 
     Shapes:
         ``obs (O,)``: ``(N, H, A) -> (N,)``; ``obs (B, O)``: ``(B, N, H, A) -> (B, N)``.
@@ -342,7 +459,7 @@ class Objective:
 
     def __init__(self, model: DynamicsModel, obs: torch.Tensor | np.ndarray, discount: float = 1.0,
                  max_rows: int | None = None, particles: int | None = None, propagation: str = "ts1",
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, bonus_weight: float = 0.0, reward_weight: float = 1.0):
         if not callable(getattr(model, "predict", None)):
             raise ValueError(f"model: expected a DynamicsModel with a predict(obs, act) method, got {type(model).__name__}")
         dtype, device = _model_dtype_device(model)
@@ -360,6 +477,7 @@ class Objective:
         self.particles, self.propagation = _check_particles(model, particles, propagation), propagation
         _check_generator(generator, obs)
         self.generator = generator
+        self.bonus_weight, self.reward_weight = _check_weights(model, bonus_weight, reward_weight)
 
     @property
     def batched(self) -> bool:
@@ -384,17 +502,19 @@ class Objective:
         _check_actions(self.model, self.obs, actions, lossless=True)
         acts = actions.to(device=self.obs.device, dtype=self.obs.dtype)
         ret = _rollout(self.model, self.obs, acts, self.discount, self.max_rows, self.particles, self.propagation,
-                       self.generator)
+                       self.generator, self.bonus_weight, self.reward_weight)
         return _check_returns(ret, self.obs, acts).to(actions.device)
 
     def __repr__(self) -> str:
-        return f"Objective({type(self.model).__name__}, obs={tuple(self.obs.shape)}, discount={self.discount})"
+        bonus = f", bonus_weight={self.bonus_weight}, reward_weight={self.reward_weight}" if self.bonus_weight else ""
+        return f"Objective({type(self.model).__name__}, obs={tuple(self.obs.shape)}, discount={self.discount}{bonus})"
 
 
 def make_objective(model: DynamicsModel, obs: torch.Tensor | np.ndarray, discount: float = 1.0,
                    max_rows: int | None = None, particles: int | None = None, propagation: str = "ts1",
-                   generator: torch.Generator | None = None) -> Objective:
-    """Builds the objective ``actions -> imagine(model, obs, actions, discount=discount)``.
+                   generator: torch.Generator | None = None, bonus_weight: float = 0.0,
+                   reward_weight: float = 1.0) -> Objective:
+    """Builds the objective ``actions -> imagine(model, obs, actions, discount=discount, ...)``.
 
     Args:
         model: a DynamicsModel (e.g. an :class:`~meta_mbrl.adaptation.AdaptedModel`).
@@ -402,6 +522,7 @@ def make_objective(model: DynamicsModel, obs: torch.Tensor | np.ndarray, discoun
         discount: per-step discount in ``[0, 1]``.
         max_rows: cap on the rows of one model call (see :func:`imagine`).
         particles / propagation / generator: trajectory sampling across an ensemble's members (see :func:`imagine`).
+        bonus_weight / reward_weight: the ensemble-disagreement bonus and the return's weight (see :func:`imagine`).
 
     Returns:
         An :class:`Objective`, the callable the planners consume.
@@ -413,4 +534,4 @@ def make_objective(model: DynamicsModel, obs: torch.Tensor | np.ndarray, discoun
         >>> make_objective(model, torch.tensor([1.0]))(-torch.ones(4, 2, 1))
         tensor([-1., -1., -1., -1.])
     """
-    return Objective(model, obs, discount, max_rows, particles, propagation, generator)
+    return Objective(model, obs, discount, max_rows, particles, propagation, generator, bonus_weight, reward_weight)

@@ -21,9 +21,32 @@ from meta_mbrl.data.rollout import collect
 from meta_mbrl.training.loop import meta_train
 from meta_mbrl.training.rundir import RunDirLock
 
-__all__ = ["model_based_meta_train"]
+__all__ = ["model_based_meta_train", "agent_source"]
 
 AGENT_SOURCE = "mpc-agent"
+
+
+def agent_source(agent) -> str:
+    """The data-source label of what ``agent`` collects: ``"mpc-agent"``, plus its objective's weights if not plain.
+
+    An agent that plans with an information bonus (``bonus_weight > 0``) is labelled
+    ``"mpc-agent+bonus<w>"`` (and ``"+reward<w>"`` if its ``reward_weight`` is not 1), so data tables
+    tell bonus-driven exploration from reward-driven collection.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> agent_source(SimpleNamespace(bonus_weight=0.5, reward_weight=1.0))
+        'mpc-agent+bonus0.5'
+        >>> agent_source(SimpleNamespace(bonus_weight=1.0, reward_weight=0.0)), agent_source(object())
+        ('mpc-agent+bonus1+reward0', 'mpc-agent')
+    """
+    bonus, reward = float(getattr(agent, "bonus_weight", 0.0)), float(getattr(agent, "reward_weight", 1.0))
+    label = AGENT_SOURCE
+    if bonus > 0:
+        label += f"+bonus{bonus:g}"
+    if reward != 1.0:
+        label += f"+reward{reward:g}"
+    return label
 
 
 def model_based_meta_train(
@@ -49,7 +72,9 @@ def model_based_meta_train(
         suite: the task suite (training tasks are collected on).
         tasks: training tasks the agent collects on each round.
         buffer: the training data so far (exploration data of round 0); agent data is appended.
-        make_agent: ``make_agent(learner, num_envs) -> policy`` (e.g. a MetaMBRLAgent, online adapting).
+        make_agent: ``make_agent(learner, num_envs) -> policy`` (e.g. a MetaMBRLAgent, online adapting); its
+            data is labelled :func:`agent_source` ``/round<r>`` (``"mpc-agent+bonus0.5/round1"`` for an agent
+            exploring with an information bonus).
         rounds: meta-training rounds (1 = plain meta_train, no agent data).
         steps_per_round: outer steps per round.
         episodes_per_task: agent episodes per task per round.
@@ -90,8 +115,9 @@ def _rounds(learner, suite, tasks, buffer, make_agent, rounds, steps_per_round, 
         learner.eval()
         for c, start in enumerate(range(0, len(tasks), envs_per_chunk)):
             chunk = list(tasks[start:start + envs_per_chunk])
-            collect(suite, chunk, make_agent(learner, len(chunk)), episodes_per_task=episodes_per_task,
-                    seed=seed + 7919 * (r + 1) + 101 * c, buffer=buffer, progress=progress, source=f"{AGENT_SOURCE}/round{r + 1}")
+            agent = make_agent(learner, len(chunk))
+            collect(suite, chunk, agent, episodes_per_task=episodes_per_task, seed=seed + 7919 * (r + 1) + 101 * c,
+                    buffer=buffer, progress=progress, source=f"{agent_source(agent)}/round{r + 1}")
         learner.train()
         if run is not None:
             buffer.save(run / "train_buffer.npz")
