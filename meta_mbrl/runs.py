@@ -727,8 +727,17 @@ def learners_run(cfg: RunConfig, names, out_csv: str | os.PathLike, control: boo
                           support_max=t.support_max or None)
 
     k = cfg.kshot
+    heldout = None
+    if k.heldout_suite:
+        import task_suites
+
+        held = task_suites.make(k.heldout_suite, seed=cfg.seed)
+        if (held.obs_dim, held.act_dim) != (suite.obs_dim, suite.act_dim):
+            raise ValueError(f"kshot.heldout_suite: {held.name} has obs/act dims {(held.obs_dim, held.act_dim)}, the "
+                             f"training suite {(suite.obs_dim, suite.act_dim)}")
+        heldout = (held.name, held, select_tasks(held.test_tasks, k.tasks_per_class))
     table, kshot = compare_learners(
-        names, make, train, suite, select_tasks(suite.test_tasks, k.tasks_per_class), buffer,
+        names, make, train, suite, select_tasks(suite.test_tasks, k.tasks_per_class), buffer, heldout=heldout,
         control=(lambda lr: evaluate_control(named(_name_of(lr)), lr, suite)[:2]) if control else None, ks=k.ks,
         kshot_kwargs=dict(policy=cfg.data.policy, eval_episodes=k.eval_episodes, oracle_transitions=k.oracle_transitions,
                           oracle_steps=k.oracle_steps, windows=k.windows, eval_length=k.eval_length,
@@ -744,8 +753,8 @@ def learners_run(cfg: RunConfig, names, out_csv: str | os.PathLike, control: boo
     if len(kshot):
         from meta_mbrl.evaluation.kshot_stats import kshot_table
 
-        summary = pd.concat({n: kshot_table(part, seed=cfg.seed) for n, part in kshot.groupby("learner", sort=False)},
-                            names=["learner"])
+        summary = pd.concat({key: kshot_table(part, seed=cfg.seed)
+                             for key, part in kshot.groupby(["learner", "split"], sort=False)}, names=["learner", "split"])
         write_csv(summary.reset_index(), Path(out_csv).with_suffix(".kshot.summary.csv"))
     with pd.option_context("display.width", 250, "display.max_columns", 40, "display.precision", 4):
         out(f"\nLearners on {suite.name}: {t.steps} meta-train steps on {buffer.env_steps} env steps of {cfg.data.policy} data, "

@@ -333,9 +333,13 @@ def test_compare_learners_one_table_and_a_diverging_learner_keeps_its_row(pm_sui
         ["maml", "reptile", "cadm"], make, train, pm_suite, pm_suite.test_tasks[:2], buffer, ks=(4, 8),
         kshot_kwargs=dict(eval_episodes=1, oracle_transitions=200, oracle_steps=20, windows=2, eval_length=12,
                           horizon=4, scratch_steps=5),
-        latency_k=8, progress=False, out=lambda s: None,
+        latency_k=8, progress=False, out=lambda s: None, heldout=("held", pm_suite, pm_suite.test_tasks[2:4]),
     )
     assert list(table["learner"]) == ["maml", "reptile", "cadm"]
+    held = kshot[kshot["split"] == "held"]
+    assert set(kshot["split"]) == {"test", "held"} and set(held["learner"]) == {"maml", "cadm"}
+    assert set(held["task"]) == {t.id for t in pm_suite.test_tasks[2:4]}
+    assert not set(held["task"]) & set(kshot[kshot["split"] == "test"]["task"])
     assert list(table["status"]) == ["ok", "diverged: meta_loss: expected a finite loss, got inf at step 3", "ok"]
     ok = table[table["status"] == "ok"]
     cols = ["dyn_mse@4", "reward_mse@8", "gap_dyn@8", "adapt_ms_1", "adapt_ms_64", "ratio_64_vs_1", "train_ms_per_step"]

@@ -387,9 +387,14 @@ class KShotSection:
     oracle_steps: int = alias("--oracle-steps", default=3000)
     """Adam steps (batch 256) to train each oracle."""
     scratch_steps: int = alias("--scratch-steps", default=300)
-    """Adam steps (full batch) to train each scratch model on the K context transitions."""
+    """Adam steps (full batch, minibatches of 128 beyond) to train each scratch model on the K context transitions."""
+    heldout_suite: str = ""
+    """bench learners: also score every learner on this suite's held-out tasks (e.g. a custom split of Meta-World
+    classes outside the training suite, same obs/act dims); empty: the training suite's only."""
 
     def __post_init__(self):
+        if not isinstance(self.heldout_suite, str):
+            raise ValueError(f"kshot.heldout_suite: expected a suite name or '', got {self.heldout_suite!r}")
         _ints(self, "ks")
         for n in ("tasks_per_class", "windows", "eval_episodes", "eval_length", "oracle_transitions", "oracle_steps"):
             _int(self, n)

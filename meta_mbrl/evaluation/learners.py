@@ -47,6 +47,7 @@ def compare_learners(
     ks: Sequence[int] = (8, 32, 128),
     kshot_kwargs: dict | None = None,
     latency_k: int = 32,
+    heldout: tuple | None = None,
     seed: int = 0,
     progress: bool = True,
     out=print,
@@ -63,15 +64,18 @@ def compare_learners(
         ks: context sizes of the few-shot benchmark.
         kshot_kwargs: more :func:`kshot_benchmark` / :func:`prepare_kshot` arguments (windows, oracle_steps, ...).
         latency_k: context size for the adapt latency.
+        heldout: ``(name, suite, tasks)``: also run the few-shot benchmark on these tasks of another suite (same
+            obs/act dims), with its own evaluation data and oracles; its rows carry ``split=name``.
 
     Returns:
-        ``(table, kshot)``: one row per learner, and the tidy few-shot rows of all learners. A learner whose
+        ``(table, kshot)``: one row per learner, and the tidy few-shot rows of all learners (column ``split``:
+        ``"test"`` for ``test_tasks``, the held-out name for ``heldout``). A learner whose
         meta-training diverges (``FloatingPointError``) keeps its row, with ``status`` saying at which step
         and every measurement empty; the others go on.
     """
     kk = dict(kshot_kwargs or {})
     prep_keys = ("policy", "eval_episodes", "oracle_transitions", "oracle_steps")
-    data = None
+    data = held_data = None
     tr = as_tensor_transitions(buffer.transitions())
     rows, kshots = [], []
     for name in names:
@@ -88,10 +92,19 @@ def compare_learners(
         if data is None:  # normalizers are fit on the shared buffer, so the first learner's serve all
             data = prepare_kshot(learner.model, suite, test_tasks, seed=seed, progress=progress,
                                  **{k: kk[k] for k in prep_keys if k in kk})
-        df, _ = kshot_benchmark(learner, ks=ks, seed=seed, progress=progress, data=data,
-                                **{k: v for k, v in kk.items() if k not in prep_keys})
+        bench_kw = {k: v for k, v in kk.items() if k not in prep_keys}
+        df, _ = kshot_benchmark(learner, ks=ks, seed=seed, progress=progress, data=data, **bench_kw)
         df.insert(0, "learner", name)
+        df.insert(1, "split", "test")
         kshots.append(df)
+        if heldout is not None:
+            if held_data is None:
+                held_data = prepare_kshot(learner.model, heldout[1], heldout[2], seed=seed, progress=progress,
+                                          **{k: kk[k] for k in prep_keys if k in kk})
+            hdf, _ = kshot_benchmark(learner, ks=ks, seed=seed, progress=progress, data=held_data, **bench_kw)
+            hdf.insert(0, "learner", name)
+            hdf.insert(1, "split", heldout[0])
+            kshots.append(hdf)
         p = next(learner.parameters())
         idx = torch.arange(latency_k * 64) % tr.reward.shape[0]  # wraps around a small buffer
         one = Transitions(*(x[idx[:latency_k]].to(p.device) for x in tr))

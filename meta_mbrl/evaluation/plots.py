@@ -185,11 +185,13 @@ def _ordered_methods(present: Sequence[str]) -> list[str]:
     return [m for m in _METHOD_ORDER if m in present] + [m for m in present if m not in _METHOD_ORDER]
 
 
-def plot_kshot(df, metric: str = "dyn_mse", ax=None, seed: int = 0, methods: Sequence[str] | None = None):
+def plot_kshot(df, metric: str = "dyn_mse", ax=None, seed: int = 0, methods: Sequence[str] | None = None,
+               split: str | None = None):
     """Few-shot error against the context size K, one line per method, with 95% bootstrap intervals.
 
-    Each point is the mean of ``metric`` over the rows of one (method, K) — one row per task in a
-    ``kshot.csv`` — and the band its 95% percentile bootstrap confidence interval over those rows.
+    Each point is the mean of ``metric`` over the rows of one (method, K) — one row per task and evaluation
+    window in a ``kshot.csv`` — and the band its 95% percentile bootstrap confidence interval over those rows
+    (:func:`~meta_mbrl.evaluation.kshot_stats.kshot_table` gives the two-level interval over tasks, then windows).
 
     With a ``learner`` column (``meta-mbrl bench learners``' ``*.kshot.csv``), ``adapted`` is drawn once
     per learner (labelled with the learner's name) and ``prior`` too (``"<learner> prior"``); the other
@@ -203,6 +205,8 @@ def plot_kshot(df, metric: str = "dyn_mse", ax=None, seed: int = 0, methods: Seq
         seed: seed of the bootstrap resampling.
         methods: the methods to draw (default: every method present, ``prior``, ``adapted``, ``scratch``,
             ``oracle`` first).
+        split: with a ``split`` column (``bench learners --kshot-heldout-suite``), the split to draw (default:
+            ``"test"``, else the first present).
 
     Returns:
         The Axes: x is K on a log2 scale, y the metric (log scale when every interval is positive and they
@@ -221,6 +225,12 @@ def plot_kshot(df, metric: str = "dyn_mse", ax=None, seed: int = 0, methods: Seq
     if not isinstance(metric, str):
         raise ValueError(f"metric: expected a column name, got {metric!r}")
     _need_columns(df, "df", ["method", "k"])
+    if "split" in df.columns:
+        splits = list(dict.fromkeys(df["split"]))
+        chosen_split = split if split is not None else ("test" if "test" in splits else splits[0])
+        if chosen_split not in splits:
+            raise ValueError(f"split: expected one of {splits}, got {split!r}")
+        df = df[df["split"] == chosen_split]
     if metric not in df.columns:
         numeric = [c for c in df.columns if c not in ("method", "k", "task", "learner")
                    and pd.api.types.is_numeric_dtype(df[c])]
