@@ -14,7 +14,7 @@ from meta_mbrl.data.contact import object_moved
 from meta_mbrl.evaluation import kshot_benchmark, summarize_kshot
 from meta_mbrl.evaluation.baselines import ContextMean, Persistence, Ridge
 from meta_mbrl.evaluation.kshot import KShotData, _windows, reference_network
-from meta_mbrl.evaluation.kshot_stats import guarded_gap, kshot_table
+from meta_mbrl.evaluation.kshot_stats import guarded_gap, kshot_table, paired_ratio
 from meta_mbrl.meta import ALPaCA, make_learner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -93,6 +93,21 @@ def test_moved_errors_pool_over_the_transitions_that_move_an_object():
     assert t.loc[(8, "adapted"), "dyn_mse_moved"] == pytest.approx(1.0)
     assert t.loc[(8, "adapted"), "dyn_mse_still"] == pytest.approx(0.0)
     assert t.loc[(8, "adapted"), "moved_frac"] == pytest.approx(4 / 6)
+
+
+def test_paired_ratio_sees_a_uniform_improvement_that_separate_intervals_hide():
+    rng = np.random.default_rng(0)
+    scale = {f"t{i}": 10.0 ** i for i in range(5)}           # tasks whose errors differ by orders of magnitude
+    rows = [{"task": t, "window": w, "k": 8, "method": m, "dyn_mse": s * (0.9 if m == "a" else 1.0) * rng.uniform(0.95, 1.05)}
+            for t, s in scale.items() for w in range(8) for m in ("a", "b")]
+    df = pd.DataFrame(rows)
+    t = kshot_table(df, ["dyn_mse"])
+    assert t.loc[(8, "a"), "dyn_mse_hi"] > t.loc[(8, "b"), "dyn_mse_lo"]     # the separate intervals overlap
+    r = paired_ratio(df, "a", "b")
+    assert r.loc[8, "ratio_lo"] <= r.loc[8, "ratio"] <= r.loc[8, "ratio_hi"] < 1.0
+    assert r.loc[8, "ratio"] == pytest.approx(0.9, abs=0.03)
+    with pytest.raises(ValueError, match="method"):
+        paired_ratio(df, "a", "nope")
 
 
 # ---------------------------------------------------------------------------- windows and the contact split

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["kshot_table", "guarded_gap", "format_ci", "METRICS", "MIN_IMPROVEMENT"]
+__all__ = ["kshot_table", "guarded_gap", "paired_ratio", "format_ci", "METRICS", "MIN_IMPROVEMENT"]
 
 METRICS = ("dyn_mse", "reward_mse", "dyn_mse_h10", "dyn_mse_moved", "reward_mse_moved", "dyn_mse_still",
            "reward_mse_still")
@@ -172,6 +172,43 @@ def guarded_gap(df: pd.DataFrame, metric: str = "dyn_mse", method: str = "adapte
         rows.append(row)
     cols = ["k", "gap", "gap_lo", "gap_hi", "tasks", "excluded", "excluded_tasks"]
     return pd.DataFrame(rows)[cols].set_index("k")
+
+
+def paired_ratio(df: pd.DataFrame, method: str, against: str, metric: str = "dyn_mse", level: float = 0.95,
+                 n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """``method``'s mean error over ``against``'s on the very same windows, with a paired two-level interval.
+
+    Separate intervals of two means overlap whenever the tasks' errors differ by orders of magnitude, even
+    when one method is better on every task; resampling the same tasks and windows for both methods measures
+    the difference itself. A ratio whose interval lies below 1 says ``method`` is better.
+
+    Returns:
+        One row per K: ``ratio``, ``ratio_lo``, ``ratio_hi``.
+
+    Example:
+        >>> rows = [{"task": t, "window": w, "k": 8, "method": m, "dyn_mse": v * (1 if m == "a" else 2)}
+        ...         for t, v in (("x", 1.0), ("y", 100.0)) for w in range(3) for m in ("a", "b")]
+        >>> r = paired_ratio(pd.DataFrame(rows), "a", "b")
+        >>> [float(r.loc[8, c]) for c in ("ratio", "ratio_lo", "ratio_hi")]
+        [0.5, 0.5, 0.5]
+    """
+    for m in (method, against):
+        if m not in set(df["method"]):
+            raise ValueError(f"method: expected a method of df {sorted(set(df['method']))}, got {m!r}")
+    rows = []
+    for k, part in df.groupby("k", sort=True):
+        (na, wa, _), (nb, wb, _) = (_grid(part[part["method"] == m], metric) for m in (method, against))
+        valid = (wa > 0) & (wb > 0)
+        na, nb, wa, wb = (np.where(valid, x, 0.0) for x in (na, nb, wa, wb))
+        ratio = float((na.sum() / wa.sum()) / (nb.sum() / wb.sum())) if wa.sum() and nb.sum() else float("nan")
+        rng = np.random.default_rng(seed)
+        tidx, widx = _boot_index(na.shape, valid, n_boot, rng)
+        pick = lambda x: x[tidx[..., None], widx].sum((1, 2))  # noqa: E731
+        ok = (pick(wa) > 0) & (pick(nb) > 0)
+        reps = (pick(na) / np.maximum(pick(wa), 1e-300)) / (pick(nb) / np.maximum(pick(wb), 1e-300))
+        lo, hi = np.quantile(reps[ok], [(1 - level) / 2, (1 + level) / 2]) if ok.any() else (np.nan, np.nan)
+        rows.append({"k": k, "ratio": ratio, "ratio_lo": float(lo), "ratio_hi": float(hi)})
+    return pd.DataFrame(rows).set_index("k")
 
 
 def format_ci(table: pd.DataFrame, metrics: Sequence[str], digits: int = 4) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from meta_mbrl.evaluation.kshot import kshot_benchmark, prepare_kshot
-from meta_mbrl.evaluation.kshot_stats import guarded_gap
+from meta_mbrl.evaluation.kshot_stats import guarded_gap, paired_ratio
 from meta_mbrl.types import Transitions, as_tensor_transitions
 
 __all__ = ["compare_learners", "adapt_latency_ms"]
@@ -116,11 +116,21 @@ def compare_learners(
             row[f"reward_mse@{k}"] = means.loc[(k, "adapted"), "reward_mse"]
         row["prior_dyn_mse"] = means.loc[(ks[0], "prior"), "dyn_mse"]
         row["prior_reward_mse"] = means.loc[(ks[0], "prior"), "reward_mse"]
-        for base in ("persistence", "context_mean", "ridge"):
+        bases = [b for b in ("persistence", "context_mean", "ridge") if b in set(df["method"])]
+        for metric in ("dyn_mse", "reward_mse"):
             for k in ks:
-                if (k, base) in means.index:
-                    row[f"{base}_dyn_mse@{k}"] = means.loc[(k, base), "dyn_mse"]
-                    row[f"{base}_reward_mse@{k}"] = means.loc[(k, base), "reward_mse"]
+                for base in bases:
+                    row[f"{base}_{metric}@{k}"] = means.loc[(k, base), metric]
+            # the adapted model against the best naive baseline at each K, on the same windows (paired interval)
+            for k in ks:
+                if not bases:
+                    break
+                best = min(bases, key=lambda b: means.loc[(k, b), metric])
+                r = paired_ratio(df[df["k"] == k], "adapted", best, metric, seed=seed).loc[k]
+                short = metric.split("_")[0]
+                row[f"best_baseline_{short}@{k}"] = best
+                row[f"vs_best_{short}@{k}"], row[f"vs_best_{short}@{k}_lo"], row[f"vs_best_{short}@{k}_hi"] = (
+                    float(r["ratio"]), float(r["ratio_lo"]), float(r["ratio_hi"]))
         for metric in ("dyn_mse", "reward_mse"):
             gap = guarded_gap(df, metric, seed=seed)
             for k in ks:
