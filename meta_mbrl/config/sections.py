@@ -270,9 +270,13 @@ class ALPaCASection:
 
     prior_precision: float = 1.0
     """Initial precision of the output layer's prior (learned in meta-training); higher trusts the prior longer."""
+    half_life: float = 0.0
+    """Recency weighting of the (time-ordered) context: a transition a steps older than the newest weighs
+    0.5**(a/half_life) (learned in meta-training from this value); 0: all weigh the same, order ignored."""
 
     def __post_init__(self):
         _float(self, "prior_precision", hi=1e6)
+        _float(self, "half_life", strict=False, hi=1e6)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,10 @@ class ALPaCA(nn.Module):
         model: a :class:`~meta_mbrl.models.DynamicsMLP` (unconditioned; with ``skip=True`` its inputs join the features).
         prior_precision: the initial ``Λ0 = prior_precision * I`` (learned during meta-training as
             ``L Lᵀ``, ``L`` lower triangular with a positive diagonal).
+        half_life: 0: every context transition weighs the same (the order of the context does not matter).
+            > 0: the context is in time order and a transition ``a`` steps older than the newest weighs
+            ``0.5 ** (a / half_life)`` in the posterior (a locally weighted fit around the present, what makes
+            "repeat the last reward" hard to beat); the half-life is learned in meta-training, from this value.
 
     Shapes:
         ``adapt(context (K, ·))`` or ``(T, K, ·)``; ``meta_loss(TaskBatch)`` with supports ``(T, M, ·)``.
@@ -61,11 +65,14 @@ class ALPaCA(nn.Module):
     ADAPT_OPTIONS: tuple[str, ...] = ()
     """No options: ``steps`` / ``lr`` / ``sample`` / ``generator`` are accepted only as ``None``."""
 
-    def __init__(self, model: nn.Module, prior_precision: float = 1.0):
+    def __init__(self, model: nn.Module, prior_precision: float = 1.0, half_life: float = 0.0):
         super().__init__()
         if int(getattr(model, "context_dim", 0)) != 0 or not hasattr(model, "features_params"):
             raise ValueError("model: expected an unconditioned DynamicsMLP (context_dim=0) with features_params")
         self.prior_precision = check_positive_float("prior_precision", prior_precision, max=1e6)
+        self.half_life = 0.0 if half_life == 0 else check_positive_float("half_life", half_life, max=1e6)
+        # the recency weighting's half-life is learned (log scale) when it is on
+        self.log_half_life = nn.Parameter(torch.tensor(float(torch.log(torch.tensor(self.half_life))))) if self.half_life else None
         self.model = model
         n = model.hidden[-1] + int(getattr(model, "skip_inputs", 0)) + 1
         self.precision_diag = nn.Parameter(torch.full((n,), 0.5 * float(torch.log(torch.tensor(self.prior_precision)))))
@@ -74,13 +81,21 @@ class ALPaCA(nn.Module):
 
     def init_kwargs(self) -> dict:
         """Constructor arguments (without the model), JSON-serializable."""
-        return dict(prior_precision=self.prior_precision)
+        return dict(prior_precision=self.prior_precision, half_life=self.half_life)
 
     # ------------------------------------------------------------------ the closed-form head
     def precision(self) -> torch.Tensor:
         """The prior precision ``Λ0 = L Lᵀ`` over the ``H + 1`` features, ``(H+1, H+1)``."""
         low = torch.tril(self.precision_tril, -1) + torch.diag(torch.exp(self.precision_diag))
         return low @ low.T
+
+    def recency(self, k: int) -> torch.Tensor:
+        """Weights ``(K,)`` of the context transitions, oldest first: ``0.5 ** (age / half_life)``, the newest 1
+        (all ones without recency weighting)."""
+        age = torch.arange(k - 1, -1, -1, dtype=self.precision_diag.dtype, device=self.precision_diag.device)
+        if self.log_half_life is None:
+            return torch.ones_like(age)
+        return torch.exp(-age * torch.log(torch.tensor(2.0)) / torch.exp(self.log_half_life))
 
     def _features(self, params: dict, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """``[φ(s, a), normalized inputs (if the model has a linear skip), 1]``: what the output layer maps linearly."""
@@ -108,8 +123,9 @@ class ALPaCA(nn.Module):
         phi = self._features(params, context.obs, context.act)                    # (T, K, F)
         y = m.targets(context)                                                    # (T, K, D)
         lam = self.precision()
-        a = phi.transpose(1, 2) @ phi + lam                                       # (T, F, F)
-        rhs = phi.transpose(1, 2) @ y + (lam @ w0)                                # (T, F, D)
+        phi_w = phi if self.log_half_life is None else phi * self.recency(phi.shape[1]).to(phi.dtype)[:, None]
+        a = phi_w.transpose(1, 2) @ phi + lam                                     # (T, F, F)
+        rhs = phi_w.transpose(1, 2) @ y + (lam @ w0)                              # (T, F, D)
         chol, _ = torch.linalg.cholesky_ex(a)  # Λ0 is positive definite, so is a: only non-finite features fail (checked later)
         post = torch.cholesky_solve(rhs, chol).transpose(1, 2)                   # (T, D, F)
         t = post.shape[0]
