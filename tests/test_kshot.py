@@ -283,3 +283,27 @@ def test_alpaca_with_a_linear_skip_solves_linear_tasks_from_context_like_ridge()
     assert torch.allclose(am.params["layers.1.bias"], post[:, 21], atol=1e-3)
     with pytest.raises(ValueError, match="analytic gradients"):
         m.loss_grad(p, one)
+
+
+def test_alpaca_recency_weighting_matches_the_weighted_closed_form_and_learns_its_half_life():
+    torch.manual_seed(0)
+    learner = ALPaCA(small_model(obs_dim=3, act_dim=1, hidden=(4,)), prior_precision=2.0, half_life=3.0)
+    ctx = random_transitions(10, obs_dim=3, act_dim=1, seed=4)
+    m, params = learner.model, learner.model.param_dict()
+    w = 0.5 ** (torch.arange(9, -1, -1.0) / 3.0)                        # the newest (last) transition weighs 1
+    assert torch.allclose(learner.recency(10), w)
+    phi = torch.cat([m.features_params(params, ctx.obs, ctx.act), torch.ones(10, 1)], -1)
+    w0 = torch.cat([params["layers.1.weight"], params["layers.1.bias"][:, None]], -1).T
+    lam = 2.0 * torch.eye(5)
+    post = torch.linalg.solve(phi.T @ (w[:, None] * phi) + lam, phi.T @ (w[:, None] * m.targets(ctx)) + lam @ w0).T
+    assert torch.allclose(learner.adapt(ctx).params["layers.1.weight"], post[:, :4], atol=1e-4)
+    # order matters with recency weighting, not without
+    rev = Transitions(*(x.flip(0) for x in ctx))
+    assert not torch.allclose(learner.adapt(rev).params["layers.1.bias"], learner.adapt(ctx).params["layers.1.bias"])
+    plain = ALPaCA(small_model(obs_dim=3, act_dim=1, hidden=(4,)))
+    assert torch.allclose(plain.adapt(rev).params["layers.1.bias"], plain.adapt(ctx).params["layers.1.bias"], atol=1e-5)
+    loss, _ = learner.meta_loss(TaskBatch(random_transitions(2, 6, obs_dim=3, act_dim=1, seed=5),
+                                          random_transitions(2, 6, obs_dim=3, act_dim=1, seed=6)))
+    loss.backward()
+    assert learner.log_half_life.grad is not None and float(learner.log_half_life.grad.abs()) > 0
+    assert learner.init_kwargs() == {"prior_precision": 2.0, "half_life": 3.0}
