@@ -22,7 +22,7 @@ def test_every_config_field_has_a_docstring_and_a_flag_in_its_section():
         assert flag_of(path) in help_text, path
     for name in SECTIONS:
         assert f"\n{name}:\n" in help_text  # one argument group per section
-    assert "--learner {maml,fomaml,metasgd,anil,reptile,cadm,pearl,multitask,finetune}" in help_text
+    assert "--learner {maml,fomaml,metasgd,anil,reptile,cadm,pearl,multitask,finetune,alpaca}" in help_text
 
 
 def test_help_shows_the_chosen_presets_defaults_and_version():
