@@ -134,7 +134,7 @@ def test_cli_errors_name_the_argument(tmp_path, capsys):
     assert "name: expected one of" in capsys.readouterr().err
     # the few-shot windows must fit the suite's episodes; checked before any data is collected or trained
     assert main(["train", "--suite", "point-mass", "--preset", "quick", "--run-dir", str(tmp_path / "pm")]) == 2
-    assert "kshot.ks: the largest context (128) plus kshot.eval_length (32) is 160" in capsys.readouterr().err
+    assert "kshot.ks: the largest context (512) plus kshot.eval_length (32) is 544" in capsys.readouterr().err
     assert not (tmp_path / "pm" / "train_buffer.npz").exists()
     (tmp_path / "a-file").write_text("")
     assert main(["train", "--suite", "point-mass", "--preset", "test", "--run-dir", str(tmp_path / "a-file")]) == 2
