@@ -362,3 +362,29 @@ def test_agent_style_adapt_options_work_or_are_rejected_by_name(name):
             learner.adapt(ctx, steps=2)
     with pytest.raises(ValueError, match=rf"^nope: not an adapt option of {name}; expected one of"):
         learner.adapt(ctx, nope=1)
+
+
+def test_compare_learners_keeps_the_row_of_a_learner_whose_adapted_model_blows_up(pm_suite):
+    from meta_mbrl.evaluation.learners import compare_learners
+    from meta_mbrl.meta import MAML
+
+    class Exploding(MAML):
+        def adapt(self, context, **opts):
+            raise ValueError("obs: the model's prediction is not finite for these finite inputs")
+
+    buffer = meta_mbrl.collect(pm_suite, pm_suite.train_tasks[:4], episodes_per_task=1, seed=0, progress=False)
+
+    def make(name):
+        learner = make_learner("maml", 4, 2, hidden=(8,), seed=0)
+        return Exploding(learner.model) if name == "reptile" else learner
+
+    table, kshot = compare_learners(
+        ["reptile", "maml"], make, lambda lr: meta_mbrl.meta_train(lr, buffer, steps=3, tasks_per_batch=2, support=4,
+                                                                   query=4, progress=False),
+        pm_suite, pm_suite.test_tasks[:1], buffer, ks=(4,),
+        kshot_kwargs=dict(eval_episodes=1, oracle_transitions=100, oracle_steps=2, windows=1, eval_length=8, horizon=2,
+                          scratch_steps=1),
+        latency_k=4, progress=False, out=lambda s: None,
+    )
+    assert table.loc[0, "status"].startswith("failed in the few-shot benchmark: obs: the model's prediction")
+    assert table.loc[1, "status"] == "ok" and set(kshot["learner"]) == {"maml"}

@@ -68,7 +68,8 @@ def compare_learners(
             obs/act dims), with its own evaluation data and oracles; its rows carry ``split=name``.
 
     Returns:
-        ``(table, kshot)``: one row per learner, and the tidy few-shot rows of all learners (column ``split``:
+        ``(table, kshot)``: one row per learner (a learner whose adapted model fails the few-shot benchmark, e.g.
+        non-finite predictions, keeps its row with that ``status``), and the tidy few-shot rows of all learners (column ``split``:
         ``"test"`` for ``test_tasks``, the held-out name for ``heldout``). A learner whose
         meta-training diverges (``FloatingPointError``) keeps its row, with ``status`` saying at which step
         and every measurement empty; the others go on.
@@ -93,7 +94,12 @@ def compare_learners(
             data = prepare_kshot(learner.model, suite, test_tasks, seed=seed, progress=progress,
                                  **{k: kk[k] for k in prep_keys if k in kk})
         bench_kw = {k: v for k, v in kk.items() if k not in prep_keys}
-        df, _ = kshot_benchmark(learner, ks=ks, seed=seed, progress=progress, data=data, **bench_kw)
+        try:
+            df, _ = kshot_benchmark(learner, ks=ks, seed=seed, progress=progress, data=data, **bench_kw)
+        except (ValueError, FloatingPointError) as e:  # an adapted model that blows up must not cost the others their rows
+            rows.append({"learner": name, "status": f"failed in the few-shot benchmark: {' '.join(str(e).split())[:300]}"})
+            out(f"{name}: {rows[-1]['status']}")
+            continue
         df.insert(0, "learner", name)
         df.insert(1, "split", "test")
         kshots.append(df)
@@ -101,15 +107,19 @@ def compare_learners(
             if held_data is None:
                 held_data = prepare_kshot(learner.model, heldout[1], heldout[2], seed=seed, progress=progress,
                                           **{k: kk[k] for k in prep_keys if k in kk})
-            hdf, _ = kshot_benchmark(learner, ks=ks, seed=seed, progress=progress, data=held_data, **bench_kw)
-            hdf.insert(0, "learner", name)
-            hdf.insert(1, "split", heldout[0])
-            kshots.append(hdf)
+            try:
+                hdf, _ = kshot_benchmark(learner, ks=ks, seed=seed, progress=progress, data=held_data, **bench_kw)
+                hdf.insert(0, "learner", name)
+                hdf.insert(1, "split", heldout[0])
+                kshots.append(hdf)
+                held_status = "ok"
+            except (ValueError, FloatingPointError) as e:
+                held_status = f"failed: {' '.join(str(e).split())[:300]}"
         p = next(learner.parameters())
         idx = torch.arange(latency_k * 64) % tr.reward.shape[0]  # wraps around a small buffer
         one = Transitions(*(x[idx[:latency_k]].to(p.device) for x in tr))
         many = Transitions(*(x[idx].reshape(64, latency_k, *x.shape[1:]).to(p.device) for x in tr))
-        row = {"learner": name, "status": "ok"}
+        row = {"learner": name, "status": "ok", **({"heldout_status": held_status} if heldout is not None else {})}
         means = df.groupby(["k", "method"])[["dyn_mse", "reward_mse"]].mean()
         for k in ks:
             row[f"dyn_mse@{k}"] = means.loc[(k, "adapted"), "dyn_mse"]
