@@ -28,6 +28,7 @@ from torch import nn
 
 from meta_mbrl.adaptation import AdaptedModel
 from meta_mbrl.checks import check_adapted, check_options, check_positive_float, check_transitions
+from meta_mbrl.meta.maml import loss_info
 from meta_mbrl.types import TaskBatch, Transitions
 
 __all__ = ["ALPaCA"]
@@ -149,12 +150,8 @@ class ALPaCA(nn.Module):
             ``(loss, info)`` with ``query_loss``, ``query_loss_pre`` (the prior head) and ``support_loss_pre``.
         """
         prior = self.model.param_dict()
-        support, query = batch
-        loss = self.model.task_loss(self._posterior(prior, support), query).mean()
-        with torch.no_grad():
-            pre = float(self.model.task_loss(prior, query).mean())
-            sup = float(self.model.task_loss(prior, support).mean())
-        return loss, {"query_loss": float(loss.detach()), "query_loss_pre": pre, "support_loss_pre": sup}
+        loss = self.model.task_loss(self._posterior(prior, batch.support), batch.query).mean()
+        return loss, loss_info(self.model, prior, batch, loss)
 
     # ------------------------------------------------------------------ adaptation
     def prior(self, num_tasks: int | None = None) -> AdaptedModel:

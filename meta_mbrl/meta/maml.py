@@ -41,6 +41,14 @@ _BACKENDS = ("batched", "func")
 _NO_SAMPLE = "{name} adapts by deterministic gradient steps and draws no sample of a posterior"
 
 
+def loss_info(model, prior: dict, batch: TaskBatch, loss: torch.Tensor) -> dict[str, float]:
+    """What a parameter-adapting learner logs: the query loss after adaptation, and the prior's query and support losses."""
+    with torch.no_grad():
+        pre = float(model.task_loss(prior, batch.query).mean())
+        sup = float(model.task_loss(prior, batch.support).mean())
+    return {"query_loss": float(loss.detach()), "query_loss_pre": pre, "support_loss_pre": sup}
+
+
 class MAML(nn.Module):
     """Model-agnostic meta-learning of a dynamics-and-reward prior (GrBAL-style).
 
@@ -171,10 +179,7 @@ class MAML(nn.Module):
             expanded = {k: v.expand(t, *v.shape) for k, v in prior.items()}
             per_task = self.model.task_loss(self._adapt_batched(expanded, support, self.inner_steps), query)
         loss = per_task.mean()
-        with torch.no_grad():
-            pre = float(self.model.task_loss(prior, query).mean())
-            sup = float(self.model.task_loss(prior, support).mean())
-        return loss, {"query_loss": float(loss.detach()), "query_loss_pre": pre, "support_loss_pre": sup}
+        return loss, loss_info(self.model, prior, batch, loss)
 
     # ------------------------------------------------------------------ adaptation
     def prior(self, num_tasks: int | None = None) -> AdaptedModel:
