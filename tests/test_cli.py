@@ -236,3 +236,14 @@ def test_control_evaluation_shows_progress(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(run)]) == 0
     assert "control point-mass" in capsys.readouterr().err  # the bar, on stderr
+
+
+def test_train_the_recommended_learner_end_to_end_on_point_mass(tmp_path, capsys):
+    """ALPaCA with a learned half-life (a 0-dim parameter) through collect, meta-train, few-shot and control."""
+    run = tmp_path / "alpaca"
+    args = ["train", "--suite", "point-mass", "--preset", "test", "--learner", "alpaca", "--alpaca-half-life", "8",
+            "--support", "4", "--support-max", "12", "--tasks-per-class", "0", "--run-dir", str(run), "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    df = pd.read_csv(run / "kshot.csv")
+    assert {"persistence", "context_mean", "ridge"} <= set(df.method) and (run / "kshot.summary.csv").exists()
+    assert main(args) == 0 and "few-shot benchmark: inputs unchanged" in capsys.readouterr().out
