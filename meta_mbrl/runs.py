@@ -129,9 +129,14 @@ def check_before_work(cfg: RunConfig):
 
     check_device("device", cfg.device)
     suite = task_suites.make(cfg.data.suite, seed=cfg.seed)
-    if cfg.data.demo_episodes_per_task > 0 and not suite.object_slices:
-        raise ValueError(f"data.demo_episodes_per_task: expected 0 on suite {suite.name!r} (scripted demo policies exist "
-                         f"for Meta-World classes only), got {cfg.data.demo_episodes_per_task}")
+    if cfg.data.demo_episodes_per_task > 0:
+        from meta_mbrl.data.demos import check_demo_tasks
+
+        try:  # the demo track's own refusal (no scripted policies, a test task, a class without one), before any work
+            check_demo_tasks(suite, select_tasks(suite.train_tasks, cfg.data.tasks_per_class))
+        except ValueError as e:
+            raise ValueError(f"data.demo_episodes_per_task: expected 0 on suite {suite.name!r} ({e}), got "
+                             f"{cfg.data.demo_episodes_per_task}") from None
     check_kshot_fits(cfg, suite)
     adapt_opts(cfg)
     return suite

@@ -23,6 +23,8 @@ A Gaussian model's log-variance rows of the output layer keep their prior values
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -73,10 +75,10 @@ class ALPaCA(nn.Module):
         self.prior_precision = check_positive_float("prior_precision", prior_precision, max=1e6)
         self.half_life = 0.0 if half_life == 0 else check_positive_float("half_life", half_life, max=1e6)
         # the recency weighting's half-life is learned (log scale) when it is on
-        self.log_half_life = nn.Parameter(torch.tensor(float(torch.log(torch.tensor(self.half_life))))) if self.half_life else None
+        self.log_half_life = nn.Parameter(torch.tensor(math.log(self.half_life))) if self.half_life else None
         self.model = model
         n = model.hidden[-1] + int(getattr(model, "skip_inputs", 0)) + 1
-        self.precision_diag = nn.Parameter(torch.full((n,), 0.5 * float(torch.log(torch.tensor(self.prior_precision)))))
+        self.precision_diag = nn.Parameter(torch.full((n,), 0.5 * math.log(self.prior_precision)))
         self.precision_tril = nn.Parameter(torch.zeros(n, n))
         self._last = f"layers.{len(model.layers) - 1}"
 
@@ -96,7 +98,7 @@ class ALPaCA(nn.Module):
         age = torch.arange(k - 1, -1, -1, dtype=self.precision_diag.dtype, device=self.precision_diag.device)
         if self.log_half_life is None:
             return torch.ones_like(age)
-        return torch.exp(-age * torch.log(torch.tensor(2.0)) / torch.exp(self.log_half_life))
+        return torch.exp(-age * math.log(2.0) / torch.exp(self.log_half_life))
 
     def _features(self, params: dict, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """``[φ(s, a), normalized inputs (if the model has a linear skip), 1]``: what the output layer maps linearly."""
