@@ -8,6 +8,8 @@ and the current observations, by :func:`imagine` -- a deterministic rollout of t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -15,7 +17,7 @@ from meta_mbrl.checks import check_float, check_float_dtype, check_int, check_te
 from meta_mbrl.planning.base import ObjectiveFn
 from meta_mbrl.protocols import DynamicsModel
 
-__all__ = ["imagine", "Objective", "ObjectiveFn", "make_objective", "PROPAGATIONS"]
+__all__ = ["imagine", "Objective", "ObjectiveFn", "make_objective", "PROPAGATIONS", "ValueFn"]
 
 
 def _model_dims(model) -> tuple[int | None, int | None]:
@@ -43,6 +45,22 @@ def _check_obs(model, obs: torch.Tensor) -> None:
         raise ValueError(f"obs: expected shape (O,) or (B, O), got {tuple(obs.shape)}")
     if obs.dim() == 2 and obs.shape[0] == 0:
         raise ValueError(f"obs: expected at least one env, got shape {tuple(obs.shape)}")
+
+
+def _model_obs(model, obs: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``obs`` converted to the model's dtype and device and checked (see :class:`Objective`'s ``obs``)."""
+    if not callable(getattr(model, "predict", None)):
+        raise ValueError(f"model: expected a DynamicsModel with a predict(obs, act) method, got {type(model).__name__}")
+    dtype, device = _model_dtype_device(model)
+    if isinstance(obs, np.ndarray):
+        if obs.dtype.kind != "f":
+            raise ValueError(f"obs: expected an array of floats, got dtype {obs.dtype}")
+        obs = torch.from_numpy(np.ascontiguousarray(obs)).to(dtype or torch.float32)
+    check_float_dtype("obs", obs, dtype, lossless=True)
+    if dtype is not None or device is not None:
+        obs = obs.to(device=device, dtype=dtype)
+    _check_obs(model, obs)
+    return obs
 
 
 def _check_actions(model, obs: torch.Tensor, actions: object, lossless: bool = False) -> None:
@@ -82,6 +100,32 @@ def _check_returns(ret: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor) 
         f"are finite (|obs| up to {o:.3g}, |actions| up to {a:.3g}): the model's rollout from these inputs left its "
         "numeric range"
     )
+
+
+ValueFn = Callable[[torch.Tensor], torch.Tensor]
+"""A terminal value: observations ``(..., O)`` -> values ``(...)``, any leading dims (e.g. TD-MPC2's
+``Q(s, pi(s))`` as a state value)."""
+
+
+def _check_value(value: object) -> None:
+    if value is not None and not callable(value):
+        raise ValueError(f"value: expected None or a callable mapping observations (..., O) to values (...), "
+                         f"got {type(value).__name__}")
+
+
+def _terminal_value(value: ValueFn, o: torch.Tensor, ret: torch.Tensor) -> torch.Tensor:
+    """``value(o)`` for the final states ``o (*L, O)`` as ``(*L)`` in ``ret``'s dtype; raises ValueError naming ``value``
+    on a wrong shape or non-finite values (the rollout's returns are checked separately)."""
+    v = value(o)
+    want = tuple(o.shape[:-1])
+    if not isinstance(v, torch.Tensor) or tuple(v.shape) != want:
+        got = f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+        raise ValueError(f"value: expected values of shape {want} for final observations of shape {tuple(o.shape)}, "
+                         f"got {got}")
+    if not bool(torch.isfinite(v).all()):
+        bad = int((~torch.isfinite(v)).sum())
+        raise ValueError(f"value: expected finite values, got {bad} non-finite of {v.numel()}")
+    return v.to(device=ret.device, dtype=ret.dtype)
 
 
 CPU_MAX_ROWS = 2048
@@ -156,10 +200,11 @@ def _flat_predict(model, o: torch.Tensor, a: torch.Tensor, check: bool):
 
 
 def _rollout_particles(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, particles: int,
-                       propagation: str, generator: torch.Generator | None) -> torch.Tensor:
+                       propagation: str, generator: torch.Generator | None, value: ValueFn | None = None) -> torch.Tensor:
     """Mean over ``particles`` of each candidate's return, propagating them as ``propagation`` says.
 
-    Gaussian predictions (``next_obs_std``) are sampled, so particles also carry aleatoric noise.
+    Gaussian predictions (``next_obs_std``) are sampled, so particles also carry aleatoric noise. A ``value``
+    is applied to each particle's final state (``(*L, P, O)``) before the mean.
     """
     lead = actions.shape[:-2]
     o = obs.unsqueeze(-2).expand(*lead, obs.shape[-1]).unsqueeze(-2).expand(*lead, particles, obs.shape[-1])
@@ -179,10 +224,13 @@ def _rollout_particles(model, obs: torch.Tensor, actions: torch.Tensor, discount
         if pred.next_obs_std is not None:
             o = o + pred.next_obs_std * torch.randn(o.shape, generator=generator, device=o.device, dtype=o.dtype)
         w *= discount
+    if value is not None:
+        ret.add_(_terminal_value(value, o, ret), alpha=w)
     return ret.mean(-1)
 
 
-def _rollout_chunk(model, obs: torch.Tensor, actions: torch.Tensor, discount: float) -> torch.Tensor:
+def _rollout_chunk(model, obs: torch.Tensor, actions: torch.Tensor, discount: float,
+                   value: ValueFn | None = None) -> torch.Tensor:
     lead = actions.shape[:-2]  # (N,) or (B, N)
     o = obs.unsqueeze(-2).expand(*lead, obs.shape[-1])
     acts = actions.movedim(-2, 0).contiguous()  # (H, ..., A): one copy, then each step is a contiguous view
@@ -200,6 +248,8 @@ def _rollout_chunk(model, obs: torch.Tensor, actions: torch.Tensor, discount: fl
         ret.add_(pred.reward, alpha=w)
         o = pred.next_obs
         w *= discount
+    if value is not None:
+        ret.add_(_terminal_value(value, o, ret), alpha=w)
     return ret
 
 
@@ -227,8 +277,10 @@ def _bonus_scale(model, obs: torch.Tensor) -> torch.Tensor | None:
 
 def _rollout_bonus(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, particles: int,
                    propagation: str, generator: torch.Generator | None, bonus_weight: float,
-                   reward_weight: float) -> torch.Tensor:
+                   reward_weight: float, value: ValueFn | None = None) -> torch.Tensor:
     """``reward_weight * return + bonus_weight * sum_h discount**h * disagreement_h``, mean over particles.
+
+    The return includes ``discount**H * value(s_H)`` of each particle's final state if ``value`` is given.
 
     Every member predicts every particle once per step (one ``predict_members`` call, ``E`` times the rows
     of trajectory sampling's per-member call); the disagreement comes from those predictions, and each
@@ -273,16 +325,19 @@ def _rollout_bonus(model, obs: torch.Tensor, actions: torch.Tensor, discount: fl
         if std is not None:
             o = o + std * torch.randn(o.shape, generator=generator, device=o.device, dtype=o.dtype)
         w *= discount
+    if value is not None:
+        ret.add_(_terminal_value(value, o, ret), alpha=w * reward_weight)
     return ret.mean(-1)
 
 
 def _rollout(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, max_rows: int | None,
              particles: int = 1, propagation: str = "ts1", generator: torch.Generator | None = None,
-             bonus_weight: float = 0.0, reward_weight: float = 1.0) -> torch.Tensor:
+             bonus_weight: float = 0.0, reward_weight: float = 1.0, value: ValueFn | None = None) -> torch.Tensor:
     """The unchecked rollout: ``obs (B, O)``, ``actions (B, N, H, A)`` -> ``(B, N)`` (or without ``B``).
 
     Candidates are independent, so rolling them out in chunks along ``N`` gives the same returns.
-    Without a bonus the rollout is the plain one (scaled by ``reward_weight`` if it is not 1).
+    Without a bonus the rollout is the plain one (scaled by ``reward_weight`` if it is not 1). A ``value`` is
+    called on each chunk's final states.
     """
     n = actions.shape[-3]
     if max_rows is None and obs.device.type != "cpu":
@@ -297,15 +352,15 @@ def _rollout(model, obs: torch.Tensor, actions: torch.Tensor, discount: float, m
     def run(acts: torch.Tensor) -> torch.Tensor:
         if bonus_weight > 0:
             return _rollout_bonus(model, obs, acts, discount, particles, propagation, generator, bonus_weight,
-                                  reward_weight)
+                                  reward_weight, value)
         if reward_weight != 1.0:
             return run_plain(acts) * reward_weight
         return run_plain(acts)
 
     def run_plain(acts: torch.Tensor) -> torch.Tensor:
         if particles == 1 and (propagation == "mean" or _ensemble_size(model) is None):
-            return _rollout_chunk(model, obs, acts, discount)
-        return _rollout_particles(model, obs, acts, discount, particles, propagation, generator)
+            return _rollout_chunk(model, obs, acts, discount, value)
+        return _rollout_particles(model, obs, acts, discount, particles, propagation, generator, value)
 
     if chunk >= n:
         return run(actions)
@@ -351,12 +406,18 @@ def _check_weights(model, bonus_weight: object, reward_weight: object) -> tuple[
 def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, discount: float = 1.0,
             max_rows: int | None = None, particles: int | None = None, propagation: str = "ts1",
             generator: torch.Generator | None = None, bonus_weight: float = 0.0,
-            reward_weight: float = 1.0) -> torch.Tensor:
+            reward_weight: float = 1.0, value: ValueFn | None = None) -> torch.Tensor:
     """Discounted return of each action sequence, rolling ``model`` forward from ``obs``.
 
     ``returns = sum_h discount**h * reward_h`` where ``reward_h`` is the model's predicted reward for
     step ``h``, and the next observation is the model's ``next_obs``. With one particle (the default)
     a Gaussian model's mean is used, no sampling: the rollout is deterministic.
+
+    **Terminal value** (TD-MPC2). With ``value`` the return bootstraps from the state after the last
+    imagined step: ``sum_{h<H} discount**h * reward_h + discount**H * value(s_H)`` (TD-MPC2 uses
+    ``Q(s_H, pi(s_H))``; pass that as a state value). With particles the value is taken of each
+    particle's final state before the mean over particles; it is part of the return, so
+    ``reward_weight`` scales it too.
 
     **Trajectory sampling** (PETS). Each candidate is rolled out as ``particles`` particles and its
     return is their mean. For an ensemble (a model with ``ensemble_size`` ``E`` and
@@ -385,6 +446,9 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
         bonus_weight: weight (>= 0) of the information bonus (see below); 0 leaves the returns exactly
             those of the plain rollout. Needs an ensemble model.
         reward_weight: weight (>= 0) of the predicted return.
+        value: ``None`` or a callable ``value(states (..., O)) -> (...)`` (any leading dims: it is called on
+            each chunk's final states, ``(n, O)``, ``(B, n, O)`` or with particles ``(B, n, P, O)``), in
+            the model's dtype and device (its output is cast to them).
 
     **Information bonus** (Plan2Explore, Sekar et al. 2020; MAX, Shyam et al. 2019). With
     ``bonus_weight > 0`` the objective is ``reward_weight * sum_h discount**h * reward_h +
@@ -406,7 +470,8 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
             model's (no silent casts: ``obs`` must have the model's dtype, ``actions`` ``obs``'s), non-finite input,
             non-finite returns (naming ``obs`` / ``actions``: the rollout overflowed), bad discount, or particles
             that are not a multiple of the ensemble size; negative ``bonus_weight`` / ``reward_weight`` (or both 0),
-            or ``bonus_weight > 0`` with a model that is not an ensemble.
+            or ``bonus_weight > 0`` with a model that is not an ensemble; a ``value`` that is not callable or
+            returns values of the wrong shape or non-finite ones (naming ``value``).
 
     Example:
         >>> import torch
@@ -414,6 +479,9 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
         >>> model = FunctionModel(lambda o, a: (o + a, -(o + a).square().sum(-1)), obs_dim=1, act_dim=1)
         >>> imagine(model, torch.tensor([1.0]), -torch.ones(2, 3, 1))  # positions 0, -1, -2
         tensor([-5., -5.])
+        >>> value = lambda s: 10 * s[..., 0]  # a terminal value: 0 - 0.5 * 1 - 0.25 * 4 + 0.125 * (10 * -2)
+        >>> imagine(model, torch.tensor([1.0]), -torch.ones(2, 3, 1), discount=0.5, value=value)
+        tensor([-4., -4.])
     """
     _check_obs(model, obs)
     _check_actions(model, obs, actions)
@@ -423,8 +491,9 @@ def imagine(model: DynamicsModel, obs: torch.Tensor, actions: torch.Tensor, *, d
     particles = _check_particles(model, particles, propagation)
     _check_generator(generator, obs)
     bonus_weight, reward_weight = _check_weights(model, bonus_weight, reward_weight)
+    _check_value(value)
     ret = _rollout(model, obs, actions, discount, max_rows, particles, propagation, generator, bonus_weight,
-                   reward_weight)
+                   reward_weight, value)
     return _check_returns(ret, obs, actions)
 
 
@@ -443,6 +512,8 @@ class Objective:
         max_rows: cap on the rows of one model call (see :func:`imagine`).
         particles / propagation / generator: trajectory sampling (see :func:`imagine`).
         bonus_weight / reward_weight: the information bonus of an ensemble and the return's weight (see :func:`imagine`).
+        value: ``None`` or a terminal value ``states (..., O) -> (...)`` added as ``discount**H * value(s_H)``
+            (see :func:`imagine`).
 
     Shapes:
         ``obs (O,)``: ``(N, H, A) -> (N,)``; ``obs (B, O)``: ``(B, N, H, A) -> (B, N)``.
@@ -459,18 +530,9 @@ class Objective:
 
     def __init__(self, model: DynamicsModel, obs: torch.Tensor | np.ndarray, discount: float = 1.0,
                  max_rows: int | None = None, particles: int | None = None, propagation: str = "ts1",
-                 generator: torch.Generator | None = None, bonus_weight: float = 0.0, reward_weight: float = 1.0):
-        if not callable(getattr(model, "predict", None)):
-            raise ValueError(f"model: expected a DynamicsModel with a predict(obs, act) method, got {type(model).__name__}")
-        dtype, device = _model_dtype_device(model)
-        if isinstance(obs, np.ndarray):
-            if obs.dtype.kind != "f":
-                raise ValueError(f"obs: expected an array of floats, got dtype {obs.dtype}")
-            obs = torch.from_numpy(np.ascontiguousarray(obs)).to(dtype or torch.float32)
-        check_float_dtype("obs", obs, dtype, lossless=True)
-        if dtype is not None or device is not None:
-            obs = obs.to(device=device, dtype=dtype)
-        _check_obs(model, obs)
+                 generator: torch.Generator | None = None, bonus_weight: float = 0.0, reward_weight: float = 1.0,
+                 *, value: ValueFn | None = None):
+        obs = _model_obs(model, obs)
         self.model, self.obs = model, obs
         self.discount = check_float("discount", discount, 0.0, 1.0)
         self.max_rows = None if max_rows is None else check_int("max_rows", max_rows, 1)
@@ -478,6 +540,8 @@ class Objective:
         _check_generator(generator, obs)
         self.generator = generator
         self.bonus_weight, self.reward_weight = _check_weights(model, bonus_weight, reward_weight)
+        _check_value(value)
+        self.value = value
 
     @property
     def batched(self) -> bool:
@@ -502,18 +566,19 @@ class Objective:
         _check_actions(self.model, self.obs, actions, lossless=True)
         acts = actions.to(device=self.obs.device, dtype=self.obs.dtype)
         ret = _rollout(self.model, self.obs, acts, self.discount, self.max_rows, self.particles, self.propagation,
-                       self.generator, self.bonus_weight, self.reward_weight)
+                       self.generator, self.bonus_weight, self.reward_weight, self.value)
         return _check_returns(ret, self.obs, acts).to(actions.device)
 
     def __repr__(self) -> str:
         bonus = f", bonus_weight={self.bonus_weight}, reward_weight={self.reward_weight}" if self.bonus_weight else ""
-        return f"Objective({type(self.model).__name__}, obs={tuple(self.obs.shape)}, discount={self.discount}{bonus})"
+        value = "" if self.value is None else f", value={getattr(self.value, '__name__', type(self.value).__name__)}"
+        return f"Objective({type(self.model).__name__}, obs={tuple(self.obs.shape)}, discount={self.discount}{bonus}{value})"
 
 
 def make_objective(model: DynamicsModel, obs: torch.Tensor | np.ndarray, discount: float = 1.0,
                    max_rows: int | None = None, particles: int | None = None, propagation: str = "ts1",
                    generator: torch.Generator | None = None, bonus_weight: float = 0.0,
-                   reward_weight: float = 1.0) -> Objective:
+                   reward_weight: float = 1.0, *, value: ValueFn | None = None) -> Objective:
     """Builds the objective ``actions -> imagine(model, obs, actions, discount=discount, ...)``.
 
     Args:
@@ -523,6 +588,8 @@ def make_objective(model: DynamicsModel, obs: torch.Tensor | np.ndarray, discoun
         max_rows: cap on the rows of one model call (see :func:`imagine`).
         particles / propagation / generator: trajectory sampling across an ensemble's members (see :func:`imagine`).
         bonus_weight / reward_weight: the ensemble-disagreement bonus and the return's weight (see :func:`imagine`).
+        value: ``None`` or a terminal value ``states (..., O) -> (...)``, e.g. a critic's ``Q(s, pi(s))``; the
+            returns become ``sum_{h<H} discount**h * reward_h + discount**H * value(s_H)`` (see :func:`imagine`).
 
     Returns:
         An :class:`Objective`, the callable the planners consume.
@@ -534,4 +601,5 @@ def make_objective(model: DynamicsModel, obs: torch.Tensor | np.ndarray, discoun
         >>> make_objective(model, torch.tensor([1.0]))(-torch.ones(4, 2, 1))
         tensor([-1., -1., -1., -1.])
     """
-    return Objective(model, obs, discount, max_rows, particles, propagation, generator, bonus_weight, reward_weight)
+    return Objective(model, obs, discount, max_rows, particles, propagation, generator, bonus_weight, reward_weight,
+                     value=value)
