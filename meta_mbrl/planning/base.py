@@ -1,14 +1,16 @@
 """Shared pieces of the sampling planners: bounds, argument checks, noise, objective evaluation.
 
-A planner is stateless: ``plan(objective, init_mean) -> actions``. ``init_mean`` is ``(H, A)`` for
-one environment (the objective then maps ``(N, H, A) -> (N,)``) or ``(B, H, A)`` for ``B``
+A planner is stateless: ``plan(objective, init_mean, proposals=None) -> actions``. ``init_mean`` is
+``(H, A)`` for one environment (the objective then maps ``(N, H, A) -> (N,)``) or ``(B, H, A)`` for ``B``
 environments planned at once (the objective maps ``(B, N, H, A) -> (B, N)``). Internally every
 planner works on the batched layout; the unbatched case is ``B = 1`` with the env dim dropped at
-the objective's boundary.
+the objective's boundary. ``proposals`` (``(M, H, A)`` / ``(B, M, H, A)``, e.g. sequences from a policy
+prior, TD-MPC2 style) join the planner's own samples in every iteration.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -103,9 +105,11 @@ def _objective_envs(objective) -> int | None:
 class Planner:
     """Base class of the sampling planners: action bounds, horizon, random generator, device.
 
-    Subclasses implement ``_plan(objective, mean (B, H, A), batched) -> (B, H, A)`` and get argument
-    checks, the ``init_mean=None`` default (mid-range actions), clipping to the bounds and
-    ``torch.inference_mode`` from :meth:`plan`.
+    Subclasses implement ``_plan(objective, mean (B, H, A), batched, proposals=None) -> (B, H, A)`` and get
+    argument checks, the ``init_mean=None`` default (mid-range actions), clipping to the bounds and
+    ``torch.inference_mode`` from :meth:`plan`. ``proposals`` reach ``_plan`` checked, clipped, float32
+    ``(B, M, H, A)`` on ``device``, or ``None`` (then ``_plan`` is called without them, so a subclass
+    whose ``_plan`` takes no proposals still plans without).
 
     Args:
         action_low, action_high: action bounds, arrays of shape ``(A,)``.
@@ -183,7 +187,30 @@ class Planner:
                              f"got {tuple(init_mean.shape)}")
         return self.clip(mean if batched else mean.unsqueeze(0)), batched
 
-    def plan(self, objective: ObjectiveFn, init_mean: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+    def _check_proposals(self, proposals, num_envs: int, batched: bool) -> torch.Tensor:
+        """``proposals`` as clipped float32 ``(B, M, H, A)`` on ``device``: ``(M, H, A)`` for one unbatched env,
+        ``(B, M, H, A)`` matching the ``B`` of ``init_mean`` otherwise; finite, ``M >= 1``."""
+        if isinstance(proposals, np.ndarray):
+            if proposals.dtype.kind != "f":
+                raise ValueError(f"proposals: expected an array of floats, got dtype {proposals.dtype}")
+            proposals = torch.from_numpy(proposals.astype(np.float32))
+        h, a = self.horizon, self.action_dim
+        want = f"(B={num_envs}, M, {h}, {a})" if batched else f"(M, {h}, {a})"
+        if not isinstance(proposals, torch.Tensor):
+            raise ValueError(f"proposals: expected a tensor of shape {want}, got {type(proposals).__name__}")
+        check_float_dtype("proposals", proposals, torch.float32, lossless=True)
+        lead = (num_envs,) if batched else ()
+        if (proposals.dim() != len(lead) + 3 or tuple(proposals.shape[:len(lead)]) != lead
+                or tuple(proposals.shape[-2:]) != (h, a) or proposals.shape[-3] == 0):
+            raise ValueError(f"proposals: expected shape {want} (horizon H={h}, action dim A={a}, at least one "
+                             f"sequence{', B of init_mean' if batched else ''}), got {tuple(proposals.shape)}")
+        props = proposals.to(device=self.device, dtype=torch.float32)
+        if not bool(torch.isfinite(props).all()):
+            raise ValueError("proposals: expected finite values, got NaN/Inf")
+        return self.clip(props if batched else props.unsqueeze(0))
+
+    def plan(self, objective: ObjectiveFn, init_mean: torch.Tensor | np.ndarray | None = None,
+             proposals: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
         """Plans action sequences that maximize ``objective``.
 
         Args:
@@ -193,22 +220,32 @@ class Planner:
                 ``(B, H, A)`` for an objective with ``num_envs=B`` (an :class:`~meta_mbrl.planning.Objective`, whose
                 ``B`` the guess must then match). A float32 tensor (or one of a dtype that casts to float32
                 exactly), or a numpy array of floats.
+            proposals: optional candidate sequences, ``(M, H, A)`` for one env or ``(B, M, H, A)`` (the ``B`` of the
+                planned envs), e.g. rolled out from a policy prior; clipped to the bounds and evaluated with
+                the planner's own samples in every iteration (``population`` + ``M`` candidates per iteration).
+                Same dtypes as ``init_mean``, finite. ``None``: the planner's own samples alone.
 
         Returns:
             The planned sequences, same shape as ``init_mean``, inside the action bounds.
 
         Raises:
-            ValueError: on a bad ``init_mean`` or if the objective returns the wrong shape.
+            ValueError: on a bad ``init_mean`` or ``proposals``, or if the objective returns the wrong shape.
         """
         if not callable(objective):
             raise ValueError(f"objective: expected a callable mapping actions to returns, got {type(objective).__name__}")
         mean, batched = self._check_init_mean(init_mean, _objective_envs(objective))
+        if proposals is not None:
+            proposals = self._check_proposals(proposals, mean.shape[0], batched)
+            if "proposals" not in inspect.signature(self._plan).parameters:
+                raise ValueError(f"proposals: {type(self).__name__}._plan takes no proposals (expected "
+                                 "_plan(objective, mean, batched, proposals=None)); plan without them")
         with torch.inference_mode():
-            out = self._plan(objective, mean, batched)
+            out = self._plan(objective, mean, batched) if proposals is None else self._plan(objective, mean, batched, proposals)
         out = out.clone()  # a normal tensor, usable outside inference mode
         return out if batched else out[0]
 
-    def _plan(self, objective: ObjectiveFn, mean: torch.Tensor, batched: bool) -> torch.Tensor:
+    def _plan(self, objective: ObjectiveFn, mean: torch.Tensor, batched: bool,
+              proposals: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def _evaluate(self, objective: ObjectiveFn, samples: torch.Tensor, batched: bool) -> torch.Tensor:

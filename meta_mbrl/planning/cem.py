@@ -17,7 +17,9 @@ class CEM(Planner):
     Each iteration samples ``population`` sequences from a Gaussian (clipped to the bounds), keeps the
     ``num_elites`` best by return, and moves the mean / std toward the elites' mean / std with
     smoothing ``alpha`` (mbrl-lib: ``mu = alpha * mu + (1 - alpha) * elite_mean``, same for the
-    variance). The std never falls below ``min_std``.
+    variance). The std never falls below ``min_std``. ``proposals`` (``plan(..., proposals=)``, e.g. from a
+    policy prior) are evaluated with the Gaussian samples in every iteration and the elites are chosen
+    among all ``population + M`` candidates.
 
     Args:
         action_low, action_high: action bounds ``(A,)``.
@@ -44,6 +46,9 @@ class CEM(Planner):
         >>> plan = cem.plan(lambda a: -((a - target) ** 2).sum((-2, -1)))
         >>> bool((plan - target).abs().max() < 0.05)
         True
+        >>> tiny = CEM([-1.0], [1.0], horizon=3, population=4, iterations=1, num_elites=1, return_mean=False, seed=0)
+        >>> bool(torch.equal(tiny.plan(lambda a: -((a - target) ** 2).sum((-2, -1)), proposals=target[None]), target))
+        True
     """
 
     def __init__(self, action_low, action_high, horizon: int, population: int = 500, elite_frac: float = 0.1,
@@ -66,7 +71,8 @@ class CEM(Planner):
         self.min_std = check_float("min_std", min_std, 0.0)
         self.return_mean = check_bool("return_mean", return_mean)
 
-    def _plan(self, objective: ObjectiveFn, mean: torch.Tensor, batched: bool) -> torch.Tensor:
+    def _plan(self, objective: ObjectiveFn, mean: torch.Tensor, batched: bool,
+              proposals: torch.Tensor | None = None) -> torch.Tensor:
         b, h, a = mean.shape
         n, e = self.population, self.num_elites
         min_std = self.min_std * self.half_range
@@ -78,6 +84,8 @@ class CEM(Planner):
         for _ in range(self.iterations):
             torch.randn(noise.shape, generator=self.generator, device=self.device, out=noise)
             samples = self.clip(torch.addcmul(mean.unsqueeze(1), std.unsqueeze(1), noise))
+            if proposals is not None:
+                samples = torch.cat([samples, proposals], dim=1)  # (B, N + M, H, A)
             ret = self._evaluate(objective, samples, batched)
             top, idx = torch.topk(ret, e, dim=1)  # (B, E), sorted
             elites = samples[rows.unsqueeze(1), idx]  # (B, E, H, A)

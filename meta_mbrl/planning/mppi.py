@@ -20,6 +20,8 @@ class MPPI(Planner):
     and does not depend on the reward scale: with 0.5 the weight of a sample one std better is
     ``e**2`` times larger. With ``adapt_std`` the noise std follows the weighted std of the samples
     (TD-MPC2 style), floored at ``min_std``; otherwise it stays at ``noise_std`` (classic MPPI).
+    ``proposals`` (``plan(..., proposals=)``, e.g. ``M`` sequences rolled out from a policy prior, TD-MPC2's
+    24) join the ``N`` perturbed samples in every iteration; the weights are over all ``N + M``.
 
     Args:
         action_low, action_high: action bounds ``(A,)``.
@@ -59,14 +61,17 @@ class MPPI(Planner):
         self.adapt_std = check_bool("adapt_std", adapt_std)
         self.min_std = check_float("min_std", min_std, 0.0)
 
-    def _plan(self, objective: ObjectiveFn, mean: torch.Tensor, batched: bool) -> torch.Tensor:
+    def _plan(self, objective: ObjectiveFn, mean: torch.Tensor, batched: bool,
+              proposals: torch.Tensor | None = None) -> torch.Tensor:
         b, h, a = mean.shape
-        n = self.population
+        n = self.population + (0 if proposals is None else proposals.shape[1])
         std = (self.noise_std * self.half_range).expand(b, h, a).clone()
         min_std = self.min_std * self.half_range
         for _ in range(self.iterations):
-            noise = colored_noise(self.noise_beta, (b, n, a), h, self.generator, self.device).transpose(-1, -2)
+            noise = colored_noise(self.noise_beta, (b, self.population, a), h, self.generator, self.device).transpose(-1, -2)
             samples = self.clip(torch.addcmul(mean.unsqueeze(1), std.unsqueeze(1), noise))  # (B, N, H, A)
+            if proposals is not None:
+                samples = torch.cat([samples, proposals], dim=1)  # (B, N + M, H, A)
             ret = self._evaluate(objective, samples, batched)
             z = ret - ret.max(dim=1, keepdim=True).values
             if n > 1:

@@ -13,7 +13,8 @@ class RandomShooting(Planner):
     """Samples ``population`` sequences uniformly in the bounds and returns the best one.
 
     The first candidate is ``init_mean`` itself (the warm start of an MPC controller), so the result
-    is never worse than the initial guess under the objective.
+    is never worse than the initial guess under the objective. ``proposals`` (``plan(..., proposals=)``)
+    are candidates too: the best of all ``population + M`` is returned.
 
     Args:
         action_low, action_high: action bounds ``(A,)``.
@@ -39,11 +40,14 @@ class RandomShooting(Planner):
         super().__init__(action_low, action_high, horizon, seed=seed, device=device)
         self.population = check_int("population", population, 1)
 
-    def _plan(self, objective: ObjectiveFn, mean: torch.Tensor, batched: bool) -> torch.Tensor:
+    def _plan(self, objective: ObjectiveFn, mean: torch.Tensor, batched: bool,
+              proposals: torch.Tensor | None = None) -> torch.Tensor:
         b, h, a = mean.shape
         u = torch.rand(b, self.population, h, a, generator=self.generator, device=self.device)
         samples = torch.addcmul(self.action_low, u, self.action_high - self.action_low)
         samples[:, 0] = mean
+        if proposals is not None:
+            samples = torch.cat([samples, proposals], dim=1)  # (B, N + M, H, A)
         ret = self._evaluate(objective, samples, batched)
         idx = ret.argmax(dim=1)
         return samples[torch.arange(b, device=self.device), idx]
