@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from meta_mbrl.checks import check_device, check_float_dtype
 from meta_mbrl.planning.base import Planner, check_float, check_int, make_generator
-from meta_mbrl.planning.objective import PROPAGATIONS, _model_dtype_device, make_objective
+from meta_mbrl.planning.objective import PROPAGATIONS, ValueFn, _model_dtype_device, _model_obs, make_objective
 from meta_mbrl.protocols import DynamicsModel
 
-__all__ = ["MPCController"]
+__all__ = ["MPCController", "PolicyFn"]
+
+PolicyFn = Callable[[torch.Tensor], torch.Tensor]
+"""A policy prior: observations ``(B, M, O)`` -> sampled actions ``(B, M, A)`` (it owns its randomness)."""
+
+
+def _plan_takes_proposals(planner) -> bool:
+    try:
+        params = inspect.signature(planner.plan).parameters
+    except (TypeError, ValueError):
+        return False
+    return "proposals" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class MPCController:
@@ -22,6 +36,11 @@ class MPCController:
     mid-range actions), or mid-range actions after :meth:`reset`. Between replanning steps (with
     ``replan_every > 1``) it plays the cached plan. A :meth:`reset` of any env forces a replan at the
     next ``act`` (for all envs, since they are planned together).
+
+    **Value-guided planning** (TD-MPC2). ``act(obs, model, value=, policy=)``: a terminal ``value`` makes
+    the objective ``sum_{h<H} discount**h * reward_h + discount**H * value(s_H)``; a ``policy`` prior is
+    rolled through the model from each env's observation as ``policy_samples`` action sequences
+    (:meth:`policy_proposals`) that the planner evaluates with its own samples in every iteration.
 
     Args:
         planner: a :class:`~meta_mbrl.planning.base.Planner` (CEM, MPPI, RandomShooting) or anything
@@ -38,9 +57,12 @@ class MPCController:
         bonus_weight: weight (>= 0) of the ensemble-disagreement information bonus in the objective
             (Plan2Explore / MAX; see :func:`~meta_mbrl.planning.imagine`); > 0 needs an ensemble model.
         reward_weight: weight (>= 0) of the imagined return.
+        policy_samples: action sequences ``M`` (>= 0) rolled out from the policy prior when ``act`` is given a
+            ``policy`` (TD-MPC2: 24); 0 plans without them.
 
     Shapes:
-        ``act(obs (B, O), model) -> actions (B, A)`` (numpy float32); ``last_plan``: ``(B, H, A)``.
+        ``act(obs (B, O), model) -> actions (B, A)`` (numpy float32); ``last_plan``: ``(B, H, A)``;
+        ``policy(obs (B, M, O)) -> actions (B, M, A)``; ``value(states (..., O)) -> (...)``.
 
     Example:
         >>> import numpy as np
@@ -51,11 +73,19 @@ class MPCController:
         >>> mpc.act(np.array([[0.5], [-0.5]]), model).round(1)  # move each env back to 0
         array([[-0.5],
                [ 0.5]], dtype=float32)
+        >>> policy = lambda o: -o  # a policy prior: back to 0 in one step
+        >>> mpc.policy_proposals(np.array([[0.5], [-0.5]]), model, policy).shape  # (B, M, H, A)
+        torch.Size([2, 24, 5, 1])
+        >>> mpc.reset()
+        >>> mpc.act(np.array([[0.5], [-0.5]]), model, value=lambda s: -s[..., 0].abs(), policy=policy).round(2)
+        array([[-0.5],
+               [ 0.5]], dtype=float32)
     """
 
     def __init__(self, planner: Planner, num_envs: int = 1, replan_every: int = 1, discount: float = 1.0,
                  device: torch.device | str = "cpu", particles: int | None = None, propagation: str = "ts1",
-                 seed: int | None = None, bonus_weight: float = 0.0, reward_weight: float = 1.0):
+                 seed: int | None = None, bonus_weight: float = 0.0, reward_weight: float = 1.0,
+                 policy_samples: int = 24):
         for attr in ("plan", "horizon", "action_low", "action_high"):
             if not hasattr(planner, attr):
                 raise ValueError(f"planner: expected a Planner with a {attr!r} attribute, got {type(planner).__name__}")
@@ -77,6 +107,7 @@ class MPCController:
         if self.bonus_weight == 0.0 and self.reward_weight == 0.0:
             raise ValueError("reward_weight/bonus_weight: expected at least one of them > 0 (the objective would be "
                              "constant), got 0.0 and 0.0")
+        self.policy_samples = check_int("policy_samples", policy_samples, 0)
         self._gen = make_generator(seed, self.device)
         self._low = torch.as_tensor(planner.action_low, dtype=torch.float32, device=self.device)
         self._high = torch.as_tensor(planner.action_high, dtype=torch.float32, device=self.device)
@@ -106,21 +137,55 @@ class MPCController:
         shifted = torch.cat([self._plan[:, k:], mid[:, :k]], dim=1) if k else self._plan.clone()
         return torch.where(self._fresh[:, None, None], mid, shifted)
 
-    def act(self, obs: np.ndarray | torch.Tensor, model: DynamicsModel) -> np.ndarray:
-        """The next action of each env.
+    def policy_proposals(self, obs: np.ndarray | torch.Tensor, model: DynamicsModel, policy: PolicyFn) -> torch.Tensor:
+        """``policy_samples`` action sequences per env, rolled out from ``policy`` through ``model``.
+
+        From ``o_0 = obs`` expanded to ``(B, M, O)``: ``a_h = clip(policy(o_h))``, ``o_{h+1} = model.predict(o_h,
+        a_h).next_obs`` for ``h < H`` (the model's mean prediction, in its dtype and device, under
+        ``torch.inference_mode``). The policy samples its own actions (its randomness is its own).
 
         Args:
-            obs: current observations ``(B, O)``: a numpy array of floats (an environment's, any float width,
-                converted to the model's dtype, float32 if it names none), or a tensor of the model's dtype
-                (or one that casts to it exactly).
-            model: the DynamicsModel to plan with (e.g. an adapted model, task-batched with ``num_tasks=B``).
+            obs: observations ``(B, O)``, converted as in :meth:`act`.
+            model: the DynamicsModel to roll the policy through.
+            policy: ``policy(obs (B, M, O)) -> actions (B, M, A)``, any float dtype (cast to the model's).
 
         Returns:
-            Actions ``(B, A)``, numpy float32, inside the planner's bounds.
+            Proposals ``(B, M, H, A)``, float32 on the controller's device, inside the planner's bounds
+            (``M = policy_samples``; ``(B, 0, H, A)`` if it is 0).
 
         Raises:
-            ValueError: if ``obs`` is not ``(B, O)``, not floats, or does not match the model.
+            ValueError: on a bad ``obs``, a ``policy`` that is not callable or returns actions of the wrong
+                shape or non-finite ones.
         """
+        if not callable(policy):
+            raise ValueError(f"policy: expected a callable mapping observations (B, M, O) to actions (B, M, A), "
+                             f"got {type(policy).__name__}")
+        obs = self._obs(obs, model)
+        o0 = _model_obs(model, obs)
+        b, m, h, a = self.num_envs, self.policy_samples, self.horizon, self.action_dim
+        out = torch.empty(b, m, h, a, device=self.device)
+        if m == 0:
+            return out
+        low, high = self._low.to(device=o0.device, dtype=o0.dtype), self._high.to(device=o0.device, dtype=o0.dtype)
+        with torch.inference_mode():
+            o = o0.unsqueeze(1).expand(b, m, o0.shape[-1])
+            for step in range(h):
+                act = policy(o)
+                if not isinstance(act, torch.Tensor) or tuple(act.shape) != (b, m, a):
+                    got = f"shape {tuple(act.shape)}" if isinstance(act, torch.Tensor) else type(act).__name__
+                    raise ValueError(f"policy: expected actions of shape {(b, m, a)} for observations of shape "
+                                     f"{tuple(o.shape)}, got {got}")
+                check_float_dtype("policy", act)
+                if not bool(torch.isfinite(act).all()):
+                    raise ValueError(f"policy: expected finite actions, got NaN/Inf at step {step}")
+                act = torch.maximum(torch.minimum(act.to(device=o.device, dtype=o.dtype), high), low)
+                out[:, :, step] = act.to(device=self.device, dtype=torch.float32)
+                if step + 1 < h:  # the last state is never used
+                    o = model.predict(o, act).next_obs
+        return out.clone()  # a normal tensor, usable outside inference mode
+
+    def _obs(self, obs: np.ndarray | torch.Tensor, model: DynamicsModel) -> torch.Tensor:
+        """``obs (B, O)`` as a float tensor (numpy converted to the model's dtype) on the controller's device."""
         if isinstance(obs, np.ndarray):
             if obs.dtype.kind != "f":
                 raise ValueError(f"obs: expected an array of floats, got dtype {obs.dtype}")
@@ -130,11 +195,47 @@ class MPCController:
         check_float_dtype("obs", obs)
         if obs.dim() != 2 or obs.shape[0] != self.num_envs:
             raise ValueError(f"obs: expected shape ({self.num_envs}, O) (num_envs={self.num_envs}), got {tuple(obs.shape)}")
+        return obs.to(device=self.device)
+
+    def act(self, obs: np.ndarray | torch.Tensor, model: DynamicsModel, value: ValueFn | None = None,
+            policy: PolicyFn | None = None) -> np.ndarray:
+        """The next action of each env.
+
+        Args:
+            obs: current observations ``(B, O)``: a numpy array of floats (an environment's, any float width,
+                converted to the model's dtype, float32 if it names none), or a tensor of the model's dtype
+                (or one that casts to it exactly).
+            model: the DynamicsModel to plan with (e.g. an adapted model, task-batched with ``num_tasks=B``).
+            value: ``None`` or a terminal value ``states (..., O) -> (...)`` in the model's dtype (e.g. a
+                critic's ``Q(s, pi(s))``), passed to :func:`~meta_mbrl.planning.make_objective`.
+            policy: ``None`` or a policy prior ``obs (B, M, O) -> actions (B, M, A)``; with ``policy_samples > 0``
+                its rollouts (:meth:`policy_proposals`) are the planner's ``proposals`` on a replanning step.
+
+        Returns:
+            Actions ``(B, A)``, numpy float32, inside the planner's bounds.
+
+        Raises:
+            ValueError: if ``obs`` is not ``(B, O)``, not floats, or does not match the model; on a bad ``value``
+                or ``policy``; with a policy, if the planner's ``plan`` takes no ``proposals`` (naming ``planner``).
+        """
+        obs = self._obs(obs, model)
+        if policy is not None and not callable(policy):
+            raise ValueError(f"policy: expected None or a callable mapping observations (B, M, O) to actions (B, M, A), "
+                             f"got {type(policy).__name__}")
+        use_policy = policy is not None and self.policy_samples > 0
+        if use_policy and not _plan_takes_proposals(self.planner):
+            raise ValueError(f"planner: expected a plan(objective, init_mean, proposals=None) that takes the policy's "
+                             f"proposals, got {type(self.planner).__name__}.plan without a proposals argument "
+                             f"(pass policy=None or set policy_samples=0)")
         if self._plan is None or self._t >= self.replan_every or bool(self._fresh.any()):
-            objective = make_objective(model, obs.to(device=self.device), self.discount,
+            objective = make_objective(model, obs, self.discount,
                                        particles=self.particles, propagation=self.propagation, generator=self._gen,
-                                       bonus_weight=self.bonus_weight, reward_weight=self.reward_weight)
-            plan = self.planner.plan(objective, self.warm_start())
+                                       bonus_weight=self.bonus_weight, reward_weight=self.reward_weight, value=value)
+            if use_policy:
+                plan = self.planner.plan(objective, self.warm_start(),
+                                         proposals=self.policy_proposals(objective.obs, model, policy))
+            else:
+                plan = self.planner.plan(objective, self.warm_start())
             if tuple(plan.shape) != (self.num_envs, self.horizon, self.action_dim):
                 raise ValueError(f"planner: expected a plan of shape {(self.num_envs, self.horizon, self.action_dim)}, "
                                  f"got {tuple(plan.shape)}")
@@ -161,4 +262,5 @@ class MPCController:
         self._fresh |= m.to(self.device)
 
     def __repr__(self) -> str:
-        return f"MPCController({self.planner!r}, num_envs={self.num_envs}, replan_every={self.replan_every})"
+        return (f"MPCController({self.planner!r}, num_envs={self.num_envs}, replan_every={self.replan_every}, "
+                f"policy_samples={self.policy_samples})")
