@@ -21,6 +21,13 @@ noise explores the arm's reachable space but rarely touches objects; pure exploi
 unadapted prior keeps repeating the prior's mistakes; planned actions plus noise visit states the
 model thinks are rewarding while still covering their neighbourhood (PETS / GrBAL collect with the
 planner too).
+
+**Value-guided** (TD-MPC2-style, with ``actor_critic``): a task-conditioned value and policy prior
+(:class:`~meta_mbrl.models.ActorCritic`) infer a task vector from the same history (re-inferred at every
+episode start and on ``adapt()``); exploring actions are the policy's samples (its entropy explores;
+the posterior sharpens episode by episode as PEARL's does), and scored actions are planned over the
+adapted model with the policy's proposals and the value beyond the horizon (``mode="plan"``), or the
+policy's mean action (``mode="policy"``).
 """
 
 from __future__ import annotations
@@ -60,6 +67,12 @@ class MetaMBRLAgent:
             :func:`~meta_mbrl.planning.imagine`); > 0 needs an ensemble learner. Used to explore
             training tasks; 0 (the default) plans on the predicted return alone.
         reward_weight: weight (>= 0) of the predicted return in the objective (0 with a bonus: pure exploration).
+        actor_critic: an :class:`~meta_mbrl.models.ActorCritic` (value and policy prior); ``None`` (the default) is
+            the flat planner on imagined rewards alone.
+        mode: with ``actor_critic``: ``"plan"`` (planner + terminal value + policy proposals) or ``"policy"``
+            (the policy's mean action, no planning) for scored actions.
+        plan_share: with ``actor_critic``: the share of exploring steps (``adapt_action``) that are planned
+            (with the policy's proposals) instead of sampled from the policy.
 
     Example:
         >>> import numpy as np, torch
@@ -89,6 +102,10 @@ class MetaMBRLAgent:
         seed: int | None = None,
         bonus_weight: float = 0.0,
         reward_weight: float = 1.0,
+        actor_critic=None,
+        mode: str = "plan",
+        plan_share: float = 0.0,
+        policy_samples: int = 24,
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs: expected >= 1, got {num_envs}")
@@ -106,9 +123,21 @@ class MetaMBRLAgent:
         ref = next(model.parameters())
         self.device, self.dtype = ref.device, ref.dtype
         self.low, self.high = (np.asarray(torch.as_tensor(b).cpu(), np.float32) for b in (planner.action_low, planner.action_high))
+        if mode not in ("plan", "policy"):
+            raise ValueError(f"mode: expected 'plan' or 'policy', got {mode!r}")
+        if not 0.0 <= plan_share <= 1.0:
+            raise ValueError(f"plan_share: expected a share in [0, 1], got {plan_share}")
+        if actor_critic is not None and (actor_critic.obs_dim, actor_critic.act_dim) != (model.obs_dim, model.act_dim):
+            raise ValueError(f"actor_critic: expected obs/act dims {(model.obs_dim, model.act_dim)} (the prior's), got "
+                             f"{(actor_critic.obs_dim, actor_critic.act_dim)}")
+        self.actor_critic, self.mode, self.plan_share = actor_critic, mode, float(plan_share)
         self.controller = MPCController(planner, num_envs=self.num_envs, replan_every=replan_every, device=self.device,
                                         particles=particles, propagation=propagation, seed=seed,
-                                        bonus_weight=bonus_weight, reward_weight=reward_weight)
+                                        bonus_weight=bonus_weight, reward_weight=reward_weight,
+                                        policy_samples=policy_samples if actor_critic is not None else 0)
+        self._gen = torch.Generator(device=self.device)
+        self._gen.manual_seed(int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
+        self._rng = np.random.default_rng(seed)
         self.bonus_weight, self.reward_weight = self.controller.bonus_weight, self.controller.reward_weight
         self._noise = ColoredNoisePolicy(self.low, self.high, beta=1.0, scale=1.0, seed=seed)
         self.env_steps = {"adapt": 0, "eval": 0, "act": 0}
@@ -129,6 +158,22 @@ class MetaMBRLAgent:
         self.model = self.learner.prior(self.num_envs)
         self.controller.reset()
         self._noise.reset(np.ones(self.num_envs, dtype=bool))
+        self._infer_task()
+
+    def _infer_task(self) -> None:
+        """The actor-critic's task vectors from each env's history (its prior vector while a history is empty)."""
+        if self.actor_critic is None:
+            self.task = None
+            return
+        ac = self.actor_critic
+        with torch.no_grad():
+            z = ac.encode(None, num_tasks=self.num_envs).clone()
+            for i, h in enumerate(self._history):
+                if h:
+                    ctx = Transitions(*(torch.as_tensor(np.stack([r[f] for r in h]), device=self.device,
+                                                        dtype=self.dtype)[None] for f in range(4)))
+                    z[i] = ac.encode(ctx)[0]
+        self.task = ac.bind(z, self._gen)
 
     def reset(self, env_mask=None) -> None:
         """Starts new episodes in the envs of ``env_mask`` (all if None): fresh warm starts and noise."""
@@ -138,6 +183,7 @@ class MetaMBRLAgent:
         if mask.any():
             self.controller.reset(mask)
             self._noise.reset(mask)
+            self._infer_task()  # the posterior after the episodes seen so far
 
     @property
     def num_context(self) -> list[int]:
@@ -188,6 +234,7 @@ class MetaMBRLAgent:
         ctx = self._context(None)
         self.model = self.learner.adapt(ctx, **self.adapt_opts) if ctx is not None else self.learner.prior(self.num_envs)
         self._since_adapt = 0
+        self._infer_task()
 
     def _maybe_adapt_online(self) -> None:
         if self.online and self._since_adapt >= self.adapt_every:
@@ -201,7 +248,21 @@ class MetaMBRLAgent:
         """Planned actions ``(B, A)`` for observations ``(B, O)`` with the current adapted model."""
         self._maybe_adapt_online()
         self.env_steps["act"] += self.num_envs
-        return self.controller.act(obs, self.model)
+        return self._scored(obs)
+
+    def _plan(self, obs) -> np.ndarray:
+        if self.task is None:
+            return self.controller.act(obs, self.model)
+        return self.controller.act(obs, self.model, value=self.task.value, policy=self.task.policy)
+
+    def _policy(self, obs, deterministic: bool) -> np.ndarray:
+        o = torch.as_tensor(np.asarray(obs), dtype=self.dtype, device=self.device)
+        return self.task.act(o, deterministic).cpu().numpy().astype(np.float32)
+
+    def _scored(self, obs) -> np.ndarray:
+        if self.task is not None and self.mode == "policy":
+            return self._policy(obs, deterministic=True)
+        return self._plan(obs)
 
     def __call__(self, obs) -> np.ndarray:
         """As a ``collect`` policy the agent gathers data: the exploring action of ``adapt_action``."""
@@ -211,6 +272,10 @@ class MetaMBRLAgent:
         """Exploration action during adaptation episodes: the plan plus correlated noise."""
         self._maybe_adapt_online()
         self.env_steps["adapt"] += self.num_envs
+        if self.task is not None:  # the policy's samples explore; a share of steps is planned
+            if self.plan_share > 0 and self._rng.random() < self.plan_share:
+                return self._plan(obs), {}
+            return self._policy(obs, deterministic=False), {}
         action = self.controller.act(obs, self.model)
         if self.explore_noise > 0:
             noise = self._noise(np.asarray(obs)) - (self.high + self.low) / 2
@@ -220,5 +285,5 @@ class MetaMBRLAgent:
     def eval_action(self, obs) -> np.ndarray:
         """Evaluation action: the plan on the adapted model, no exploration noise."""
         self.env_steps["eval"] += self.num_envs
-        return self.controller.act(obs, self.model)
+        return self._scored(obs)
 

@@ -23,7 +23,8 @@ from meta_mbrl.io import atomic_path
 from meta_mbrl.stages import StageCache, content_key
 from meta_mbrl.training import learner_from_checkpoint, load_checkpoint, meta_train
 
-__all__ = ["build_learner", "build_planner", "build_agent", "select_tasks", "train_run", "collect_run", "kshot_run",
+__all__ = ["build_learner", "build_planner", "build_agent", "build_actor_critic", "build_value_agent", "load_value_agent",
+           "agent_stage", "select_tasks", "train_run", "collect_run", "kshot_run",
            "control_run", "video_run", "video_tasks", "learners_run", "data_run", "evaluate_control", "write_csv", "check_run_config",
            "seed_everything"]
 
@@ -96,6 +97,98 @@ def build_agent(cfg: RunConfig, learner, suite, num_envs: int, bonus_weight: flo
         explore_noise=c.explore_noise, adapt_opts=adapt_opts(cfg), particles=cfg.planner.particles or None,
         propagation=cfg.planner.propagation, seed=cfg.seed, bonus_weight=bonus_weight, reward_weight=reward_weight,
     )
+
+
+def build_actor_critic(cfg: RunConfig, suite):
+    """The value and policy prior of the value-guided agent (``agent`` section), initialised under the run's seed."""
+    import torch
+
+    from meta_mbrl.models.actor_critic import ActorCritic
+
+    a = cfg.agent
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed + 1)
+        return ActorCritic(suite.obs_dim, suite.act_dim, suite.action_low, suite.action_high, hidden=a.hidden,
+                           latent_dim=a.latent_dim, encoder_hidden=a.encoder_hidden, discount=a.discount,
+                           reward_scale=a.reward_scale).to(cfg.device)
+
+
+def build_value_agent(cfg: RunConfig, learner, actor_critic, suite, num_envs: int, seed: int | None = None):
+    """A MetaMBRLAgent with the value and policy prior: the ``agent`` section's planner (policy proposals, terminal value)."""
+    from meta_mbrl.agent import MetaMBRLAgent
+    from meta_mbrl.planning import CEM, MPPI
+
+    a, c = cfg.agent, cfg.control
+    seed = cfg.seed if seed is None else seed
+    cls = MPPI if a.planner == "mppi" else CEM
+    planner = cls(suite.action_low, suite.action_high, horizon=a.horizon, population=a.population,
+                  iterations=a.iterations, seed=seed, device=cfg.device)
+    return MetaMBRLAgent(learner, planner, num_envs=num_envs, adapt_opts=adapt_opts(cfg), seed=seed,
+                         actor_critic=actor_critic, mode=a.mode, plan_share=a.plan_share, policy_samples=a.policy_samples,
+                         online=c.online, context_size=c.context_size)
+
+
+def load_value_agent(run: Path, learner, device: str = "cpu"):
+    """The actor-critic trained in ``run`` (``agent.pt``), with ``learner`` set to the prior it trained with; or None."""
+    import torch
+
+    from meta_mbrl.models.actor_critic import ActorCritic
+    from meta_mbrl.training.agent_loop import AGENT_CHECKPOINT
+
+    path = Path(run) / AGENT_CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+        ac = ActorCritic(**state["actor_critic_kwargs"]).to(device)
+        ac.load_state_dict(state["actor_critic"])
+        learner.load_state_dict(state["learner"])
+    except (KeyError, RuntimeError, ValueError, TypeError, EOFError, OSError) as e:
+        raise FileFormatError(f"agent checkpoint: {str(path)!r} cannot be read as a value agent "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    ac.eval()
+    return ac
+
+
+def agent_stage(cfg: RunConfig, suite, run: Path, learner, buffer: TaskBuffer, progress: bool = True, out=print):
+    """Trains the value-guided agent in ``run`` (``agent.pt``, ``agent_buffer.npz``, ``agent_log.csv``); resumes."""
+    from meta_mbrl.training.agent_loop import train_value_agent
+
+    a, t = cfg.agent, cfg.train
+    ac = build_actor_critic(cfg, suite)
+    tasks = select_tasks(suite.train_tasks, a.tasks_per_class or cfg.data.tasks_per_class)
+    evaluate = None
+    if a.eval_every:
+        def evaluate(steps: int) -> dict:
+            return curve_point(cfg, learner, ac, suite)
+    log = train_value_agent(
+        learner, ac, suite, tasks, buffer,
+        lambda lr, model, n, seed: build_value_agent(cfg, lr, model, suite, n, seed),
+        env_steps=a.env_steps, tasks_per_round=a.tasks_per_round, episodes_per_round=a.episodes_per_round,
+        updates_per_step=a.updates_per_step, batch_tasks=a.batch_tasks, batch_per_task=a.batch_per_task,
+        context=a.context, nstep=a.nstep, lr=a.lr, tau=a.tau, model_steps=a.model_steps,
+        model_kwargs=dict(tasks_per_batch=t.tasks_per_batch, support=t.support, query=t.query, lr=t.outer_lr,
+                          grad_clip=t.grad_clip, query_mode=t.query_mode),
+        run_dir=run, checkpoint_minutes=a.checkpoint_minutes, evaluate=evaluate, eval_every=a.eval_every,
+        seed=cfg.seed, progress=progress, out=out)
+    return ac, log
+
+
+def curve_point(cfg: RunConfig, learner, ac, suite) -> dict:
+    """One learning-curve point: the policy on every test class (one goal each), 1 adaptation + 1 scored episode."""
+    import dataclasses
+
+    quick = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, mode="policy"),
+                                control=dataclasses.replace(cfg.control, num_evals=1, adaptation_episodes=1,
+                                                            evaluation_episodes=1))
+    was = ac.training
+    ac.eval()
+    try:
+        df, info, _ = evaluate_control(quick, learner, suite, actor_critic=ac)
+    finally:
+        ac.train(was)
+    return {"success": info.get("mean_success_rate", float(df["success_rate"].mean()) if "success_rate" in df else float("nan")),
+            "return": info.get("mean_return", float(df["eval_return"].mean()) if "eval_return" in df else float("nan"))}
 
 
 def check_kshot_fits(cfg: RunConfig, suite) -> None:
@@ -287,6 +380,11 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
             raise DivergenceError(f"{e}. From the command line: re-run the same command with the changed settings (e.g. "
                                   f"--outer-lr {t.outer_lr / 3:.2g}) and --resume-with-changes") from None
         kshot = kshot_run(run, run / "kshot.csv", progress=progress, out=out, suite=suite, cfg=cfg)
+        if cfg.agent.env_steps:
+            learner.load_state_dict(load_checkpoint(run / "checkpoint.pt")["state_dict"])
+            agent_stage(cfg, suite, run, learner, buffer, progress=progress, out=out)
+            out("\ntoday's agent (flat planner, no value), same prior and test protocol:")
+            control_run(run, run / "control_flat.csv", out=out, suite=suite, cfg=cfg, progress=progress, flat=True)
         control_run(run, run / "control.csv", out=out, suite=suite, cfg=cfg, progress=progress)
     return kshot
 
@@ -530,23 +628,29 @@ def _next_free(run: Path, stem: str = "control") -> Path:
 
 
 def control_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike | None = None, out=print, suite=None,
-                cfg: RunConfig | None = None, overrides: dict | None = None, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+                cfg: RunConfig | None = None, overrides: dict | None = None, progress: bool = True,
+                flat: bool = False) -> tuple[pd.DataFrame, dict]:
     """Control evaluation of a checkpoint on the suite's held-out tasks; prints and writes a table.
 
     Meta-World suites are scored by ``metaworld.evaluation.metalearning_evaluation``; other suites by
     the same protocol over their vector envs (mean evaluation return). The CSV records the budget, the
     planner, the env steps spent, the mean return and the meta-training data sources in every row.
 
+    When the run trained a value-guided agent (``agent.pt``, ``agent.env_steps > 0``) that agent is scored (its
+    ``agent`` section's planner with the policy's proposals and the terminal value), unless ``flat``: today's agent,
+    the flat planner on imagined rewards alone, over the same prior.
+
     Args:
         out_csv: where to write; None: a new numbered file ``RUN/evaluations/control-NNN.csv`` (never overwrites).
+        flat: score the flat planner even if a value-guided agent exists.
     """
     from meta_mbrl.training.rundir import RunDirLock
 
     with RunDirLock(_run_dir_of(checkpoint)):
-        return _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress)
+        return _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat)
 
 
-def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress) -> tuple[pd.DataFrame, dict]:
+def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat=False) -> tuple[pd.DataFrame, dict]:
     import task_suites
     from meta_mbrl.checks import check_device
 
@@ -557,34 +661,53 @@ def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress) -> t
     run = _run_dir_of(checkpoint)
     out_csv = Path(out_csv) if out_csv is not None else _next_free(run)
     cache = StageCache(run)
+    from meta_mbrl.training.agent_loop import AGENT_CHECKPOINT
+
+    value = not flat and cfg.agent.env_steps > 0 and (run / AGENT_CHECKPOINT).exists()
+    agent_key = None
+    if value:
+        import hashlib
+
+        agent_key = {"agent": to_dict(cfg.agent), "sha": hashlib.sha256((run / AGENT_CHECKPOINT).read_bytes()).hexdigest()}
     key = content_key(checkpoint=ckpt["state_dict"], planner=to_dict(cfg.planner),
-                      control=to_dict(cfg.control), suite=cfg.data.suite, seed=cfg.seed)
+                      control=to_dict(cfg.control), suite=cfg.data.suite, seed=cfg.seed, **({"value_agent": agent_key} if value else {}))
     stage = _stage_name("control", out_csv, run)
     if cache.fresh(stage, key, out_csv):
         df = pd.read_csv(out_csv)
         out(f"\ncontrol: inputs unchanged, reusing {out_csv}")
         return df, {}
     learner = learner_from_checkpoint(ckpt, device=cfg.device)
+    ac = load_value_agent(run, learner, cfg.device) if value else None
     suite = suite or task_suites.make(cfg.data.suite, seed=cfg.seed)
     seed_everything(cfg.seed)
-    df, info, judge = evaluate_control(cfg, learner, suite, progress=progress)
-    p, c = cfg.planner, cfg.control
-    budget = {"planner": p.name, "plan_horizon": p.horizon, "plan_population": p.population, "plan_iterations": p.iterations,
-              "plan_particles": p.particles, "plan_propagation": p.propagation, "num_evals": info.get("num_evals", 1),
+    df, info, judge = evaluate_control(cfg, learner, suite, progress=progress, actor_critic=ac)
+    p, c, a = cfg.planner, cfg.control, cfg.agent
+    if value:
+        planner = {"agent": f"value-guided ({a.mode})", "planner": a.planner, "plan_horizon": a.horizon,
+                   "plan_population": a.population, "plan_iterations": a.iterations, "policy_samples": a.policy_samples,
+                   "plan_particles": p.particles, "plan_propagation": p.propagation}
+    else:
+        planner = {"agent": "flat planner", "planner": p.name, "plan_horizon": p.horizon, "plan_population": p.population,
+                   "plan_iterations": p.iterations, "policy_samples": 0, "plan_particles": p.particles,
+                   "plan_propagation": p.propagation}
+    agent_env_steps = _agent_env_steps(run) if value else 0
+    budget = {**planner, "num_evals": info.get("num_evals", 1),
               "adaptation_episodes": info["adaptation_episodes"], "evaluation_episodes": info["evaluation_episodes"],
               "max_episode_steps": info.get("max_episode_steps", suite.max_episode_steps), "adapt_steps": c.adapt_steps,
               "online": c.online, "adapt_env_steps": info["adapt_env_steps"], "eval_env_steps": info["eval_env_steps"],
               "mean_return": info.get("mean_return", float(df["eval_return"].mean()) if "eval_return" in df else float("nan")),
               "judge": judge, "seed": cfg.seed, "checkpoint_step": ckpt["step"], "meta_train_env_steps": ckpt["env_steps"],
-              "meta_train_sources": json.dumps(ckpt["sources"])}
+              "meta_train_sources": json.dumps(ckpt["sources"]), "agent_env_steps": agent_env_steps,
+              "train_env_steps": max(int(ckpt["env_steps"]), agent_env_steps), "track": _track(ckpt["sources"])}
     for k, v in budget.items():
         df[k] = v
     write_csv(df, out_csv)
     cache.record(stage, key)
     with pd.option_context("display.width", 200, "display.precision", 3):
         out(f"\nControl on held-out test tasks, judged by {judge}")
-        out(f"planner={p.name} (horizon {p.horizon}, population {p.population}, "
-            f"{p.iterations} iterations); {info['adaptation_episodes']} adaptation episodes per sub-env, "
+        out(f"{planner['agent']}: planner={planner['planner']} (horizon {planner['plan_horizon']}, population "
+            f"{planner['plan_population']} + {planner['policy_samples']} policy samples, "
+            f"{planner['plan_iterations']} iterations); {info['adaptation_episodes']} adaptation episodes per sub-env, "
             f"{info['evaluation_episodes']} evaluation episodes per "
             + (f"test class (Meta-World's count) x {info['num_evals']} rounds of fresh goals, "
                f"{info['meta_batch_size']} sub-envs" if "num_evals" in info else "task"))
@@ -592,18 +715,44 @@ def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress) -> t
         if "mean_success_rate" in info:
             out(f"mean success rate: {info['mean_success_rate']:.3f}   mean return: {info['mean_return']:.1f}")
         out(f"meta-training data: {ckpt['env_steps']} env steps from {json.dumps(ckpt['sources'])}")
+        if value:
+            out(f"value agent's training: {agent_env_steps} env steps in all (track {budget['track']})")
         out(f"test-time env steps: {info['adapt_env_steps']} adaptation + {info['eval_env_steps']} evaluation "
             f"({info['seconds']:.0f} s)")
     out(f"wrote {out_csv}")
     return df, info
 
 
-def evaluate_control(cfg: RunConfig, learner, suite, progress: bool = False) -> tuple[pd.DataFrame, dict, str]:
+def _agent_env_steps(run: Path) -> int:
+    """Env steps of the value agent's training in ``run`` (its replay's count), 0 if none."""
+    import torch
+
+    from meta_mbrl.training.agent_loop import AGENT_CHECKPOINT
+
+    path = run / AGENT_CHECKPOINT
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=False)["buffer"]["env_steps"])
+
+
+def _track(sources) -> str:
+    """``"demo"`` if any training data came from the labelled scripted policies, else ``"rl"`` (DESIGN.md's tracks)."""
+    return "demo" if any(str(s.get("policy", "")).startswith("demo") for s in sources or []) else "rl"
+
+
+def evaluate_control(cfg: RunConfig, learner, suite, progress: bool = False,
+                     actor_critic=None) -> tuple[pd.DataFrame, dict, str]:
     """Control of ``learner`` on the suite's held-out tasks with the config's planner and budget.
 
+    With ``actor_critic`` the value-guided agent acts (:func:`build_value_agent`), else the flat planner.
     Returns ``(df, info, judge)``; Meta-World suites are judged by ``metalearning_evaluation``.
     """
     from meta_mbrl.evaluation import metaworld_evaluation, protocol_evaluation
+
+    def build_agent(cfg, learner, suite, num_envs):
+        if actor_critic is not None:
+            return build_value_agent(cfg, learner, actor_critic, suite, num_envs)
+        return globals()["build_agent"](cfg, learner, suite, num_envs)
 
     c = cfg.control
     max_steps = c.max_episode_steps or None

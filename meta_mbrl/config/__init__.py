@@ -28,6 +28,7 @@ from meta_mbrl.config.presets import PRESETS
 from meta_mbrl.config.sections import (
     FAMILY_OF,
     SECTIONS,
+    AgentSection,
     ALPaCASection,
     CaDMSection,
     ControlSection,
@@ -48,7 +49,7 @@ from meta_mbrl.config.sections import (
 __all__ = [
     "RunConfig", "DataSection", "ModelSection", "LearnerSection", "MAMLSection", "ReptileSection", "CaDMSection",
     "PEARLSection", "MultiTaskSection", "FineTuneSection", "ALPaCASection", "TrainSection", "KShotSection", "PlannerSection",
-    "ControlSection", "SECTIONS", "PRESETS", "FAMILY_OF", "make_config", "to_dict", "from_dict", "config_paths",
+    "ControlSection", "AgentSection", "SECTIONS", "PRESETS", "FAMILY_OF", "make_config", "to_dict", "from_dict", "config_paths",
     "short_names", "section_of", "learner_kwargs", "model_kwargs", "field_docs", "run_environment", "CONFIG_FORMAT",
 ]
 

@@ -22,7 +22,7 @@ from meta_mbrl.checks import MAX_LR, check_bool, check_float, check_int, check_s
 
 __all__ = [
     "DataSection", "ModelSection", "MAMLSection", "ReptileSection", "CaDMSection", "PEARLSection", "MultiTaskSection",
-    "FineTuneSection", "ALPaCASection", "LearnerSection", "TrainSection", "KShotSection", "PlannerSection", "ControlSection", "RunConfig",
+    "FineTuneSection", "ALPaCASection", "LearnerSection", "TrainSection", "KShotSection", "PlannerSection", "ControlSection", "AgentSection", "RunConfig",
     "SECTIONS", "FAMILY_OF",
 ]
 
@@ -471,6 +471,91 @@ class ControlSection:
 
 
 @dataclass(frozen=True)
+class AgentSection:
+    """The value-guided agent (TD-MPC2-style): a task-conditioned value and policy prior, trained by TD on the replay
+    of the agent's own episodes on training tasks, then planning with the adapted model, the policy's proposals and
+    the value beyond the horizon. ``env_steps`` 0 leaves it out (control uses the flat planner alone)."""
+
+    SECTION: ClassVar[str] = "agent"
+    PREFIX: ClassVar[str] = "agent-"
+
+    env_steps: int = 0
+    """Env steps of the whole run (the meta-training data's included) at which the agent's training stops; 0: no
+    value-guided agent."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layers of the Q heads and the policy (LayerNorm + Mish)."""
+    latent_dim: int = 16
+    """Size of the task vector the encoder infers from a context."""
+    encoder_hidden: tuple[int, ...] = (128, 128)
+    """Hidden layers of the per-transition context encoder."""
+    discount: float = 0.99
+    """TD discount (0.99 suits 500-step episodes)."""
+    reward_scale: float = 0.1
+    """Rewards are scaled by this for TD learning (values are reported in reward units)."""
+    nstep: int = 3
+    """n of the n-step TD return."""
+    lr: float = 3e-4
+    """Adam learning rate of critics, encoder, policy and temperature."""
+    tau: float = 0.01
+    """Polyak rate of the target critics."""
+    tasks_per_round: int = 10
+    """Training tasks acted in at once per collection round (round-robin over the training tasks)."""
+    episodes_per_round: int = 1
+    """Episodes per task per round."""
+    tasks_per_class: int = 0
+    """Training goals per class the agent collects on; 0: those of the meta-training data (data.tasks_per_class)."""
+    updates_per_step: float = 0.25
+    """Actor-critic updates per new env step."""
+    batch_tasks: int = 8
+    """Tasks per update."""
+    batch_per_task: int = 32
+    """n-step windows per task per update."""
+    context: int = 64
+    """Largest context (transitions) of an update's task inference."""
+    model_steps: int = 0
+    """Meta-training steps of the world model per round on the growing replay (0: the prior stays as meta-trained)."""
+    checkpoint_minutes: float = 5.0
+    """Minutes between checkpoints of the agent's training (a killed run resumes from the last)."""
+    eval_every: int = 0
+    """Env steps between evaluations on test tasks for the learning curve (policy mode, 1 adaptation + 1 scored
+    episode per test task); 0: none."""
+    mode: Literal["plan", "policy"] = "plan"
+    """Scored actions: plan (planner + policy proposals + terminal value) or policy (the policy's mean action)."""
+    planner: Literal["mppi", "cem"] = "mppi"
+    """The value-guided planner."""
+    horizon: int = 3
+    """Its horizon (the value covers the rest)."""
+    population: int = 64
+    """Its Gaussian samples per iteration (the policy's proposals come on top)."""
+    iterations: int = 4
+    """Its iterations per action."""
+    policy_samples: int = 24
+    """Action sequences rolled out from the policy prior as proposals, per env and iteration."""
+    plan_share: float = 0.0
+    """Share of exploring steps (training collection, adaptation episodes) that are planned instead of sampled from
+    the policy."""
+
+    def __post_init__(self):
+        _int(self, "env_steps", 0)
+        _ints(self, "hidden")
+        _ints(self, "encoder_hidden")
+        for n in ("latent_dim", "nstep", "tasks_per_round", "episodes_per_round", "batch_tasks", "batch_per_task",
+                  "horizon", "population", "iterations"):
+            _int(self, n)
+        for n in ("tasks_per_class", "context", "model_steps", "eval_every", "policy_samples"):
+            _int(self, n, 0)
+        _float(self, "discount", 0.0, strict=False, hi=1.0)
+        _float(self, "reward_scale")
+        _float(self, "lr", hi=MAX_LR)
+        _float(self, "tau", hi=1.0)
+        _float(self, "updates_per_step", 0.0, strict=False, hi=1000.0)
+        _float(self, "checkpoint_minutes", 0.0, strict=False)
+        _float(self, "plan_share", 0.0, strict=False, hi=1.0)
+        _choice(self, "mode")
+        _choice(self, "planner")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything ``meta-mbrl train`` does: collect, meta-train, the few-shot benchmark, control.
 
@@ -493,6 +578,7 @@ class RunConfig:
     kshot: KShotSection = field(default_factory=KShotSection)
     planner: PlannerSection = field(default_factory=PlannerSection)
     control: ControlSection = field(default_factory=ControlSection)
+    agent: AgentSection = field(default_factory=AgentSection)
 
     def __post_init__(self):
         _int(self, "seed", 0)

@@ -119,6 +119,7 @@ def collect(
     total = len(tasks) * episodes_per_task * suite.max_episode_steps
     steps_before, trajs_before = buffer.env_steps, buffer.num_trajectories
     status = "interrupted"
+    outcomes: dict[str, list] = {"returns": [], "successes": []}
     bar = tqdm(total=total, desc=f"collect {suite.name} [{label}]", unit="step", disable=not progress, leave=False)
     chunk: list = []
     try:
@@ -128,7 +129,7 @@ def collect(
             ok = False
             try:
                 _run_chunk(env, chunk, pol, episodes_per_task, env_seed(seed, c), buffer, bar,
-                           cap=int(suite.max_episode_steps), timeout=float(step_timeout))
+                           cap=int(suite.max_episode_steps), timeout=float(step_timeout), outcomes=outcomes)
                 ok = True
             finally:
                 _close(env, ok)
@@ -149,7 +150,7 @@ def collect(
                              tasks=len(tasks), episodes_per_task=int(episodes_per_task),
                              env_steps=int(buffer.env_steps - steps_before),
                              trajectories=buffer.num_trajectories - trajs_before, status=status,
-                             **(source_info or {}))
+                             **_outcome_fields(outcomes), **(source_info or {}))
     return buffer
 
 
@@ -166,7 +167,19 @@ def env_seed(seed: int, chunk: int = 0) -> int:
     return int(np.random.SeedSequence([int(seed), int(chunk)]).generate_state(1, dtype=np.uint32)[0] >> 1)
 
 
-def _run_chunk(env, tasks, policy, episodes: int, seed: int, buffer: TaskBuffer, bar, cap: int, timeout: float) -> None:
+def _outcome_fields(outcomes: dict[str, list]) -> dict:
+    """``mean_return`` of the recorded episodes and, where the env reports ``success``, their ``success_rate``
+    (an episode succeeds if the flag is ever 1, Meta-World's criterion)."""
+    if not outcomes["returns"]:
+        return {}
+    out = {"mean_return": float(np.mean(outcomes["returns"]))}
+    if outcomes["successes"]:
+        out["success_rate"] = float(np.mean(outcomes["successes"]))
+    return out
+
+
+def _run_chunk(env, tasks, policy, episodes: int, seed: int, buffer: TaskBuffer, bar, cap: int, timeout: float,
+               outcomes: dict[str, list] | None = None) -> None:
     """Steps ``env`` until every sub-env finished ``episodes`` episodes; records them in ``buffer``.
 
     Transitions go into arrays preallocated for the whole chunk (one row per vector step), so the
@@ -184,6 +197,7 @@ def _run_chunk(env, tasks, policy, episodes: int, seed: int, buffer: TaskBuffer,
            "reward": np.empty((cap, n), np.float32), "next_obs": np.empty((cap, n, obs.shape[1]), np.float32)}
     ep_start = np.zeros(n, dtype=np.int64)
     done_eps = np.zeros(n, dtype=np.int64)
+    succeeded = np.zeros(n, dtype=bool)
     t = 0
     while (done_eps < episodes).any():
         if t >= cap:
@@ -195,6 +209,8 @@ def _run_chunk(env, tasks, policy, episodes: int, seed: int, buffer: TaskBuffer,
         if rec["act"] is None:
             rec["act"] = np.empty((cap, n, act.shape[1]), np.float32)
         ended = np.logical_or(term, trunc)
+        if "success" in info:
+            succeeded |= np.asarray(info["success"], dtype=float) >= 1.0
         rec["obs"][t], rec["act"][t], rec["reward"][t], rec["next_obs"][t] = obs, act, rew, next_obs
         if ended.any():
             mask = info["_final_obs"]
@@ -203,7 +219,12 @@ def _run_chunk(env, tasks, policy, episodes: int, seed: int, buffer: TaskBuffer,
                 if done_eps[i] < episodes:
                     buffer.add_trajectory(tasks[i].id, *(rec[f][ep_start[i]:t + 1, i] for f in ("obs", "act", "reward", "next_obs")))
                     done_eps[i] += 1
+                    if outcomes is not None:
+                        outcomes["returns"].append(float(rec["reward"][ep_start[i]:t + 1, i].sum()))
+                        if "success" in info:
+                            outcomes["successes"].append(bool(succeeded[i]))
                 ep_start[i] = t + 1
+                succeeded[i] = False
             if hasattr(policy, "reset"):
                 policy.reset(ended)
         if hasattr(policy, "observe"):
