@@ -11,6 +11,14 @@ Rows of the FLOP/s table: plain ``torch.matmul`` at the GEMM size of one model c
 model FLOPs only), and a hand-fused forward of the same MLP (normalizers folded into the first and
 last layers, no concat, in-place SiLU; same outputs to 1e-6) as a ceiling for this network.
 
+Second table, planner speed per action at the new (TD-MPC2-style) defaults against today's CEM
+500x15x5, each an ``MPCController.act`` for ``--envs`` envs planned at once: (a) CEM population 500,
+horizon 15, 5 iterations on the 3x200 model (the reference); (b) MPPI population 64 + 24 proposals
+from a policy MLP 39-128-128-4 (tanh, Gaussian pre-tanh noise) rolled through the model, horizon 3,
+4 iterations, a terminal value MLP 39-128-128-1, same model; (c) the same on a 2x128 world model;
+(d) the policy alone (one forward). FLOPs count the linear layers of the model, value and policy
+nets. The target: planning at the new defaults costs at most 1/5 of today's CEM per action.
+
     python benchmarks/bench_planner.py [--threads N] [--device cpu] [--rounds 3] [--envs 10] [--budget 60]
 """
 
@@ -32,6 +40,8 @@ from meta_mbrl.planning.objective import CPU_MAX_ROWS
 
 OBS, ACT, HIDDEN = 39, 4, (200, 200, 200)
 POP, HORIZON, ITERS = 500, 15, 5
+# the new defaults (TD-MPC2-style value-guided planning)
+NEW_POP, NEW_PROPOSALS, NEW_HORIZON, NEW_ITERS, NET_HIDDEN, SMALL_HIDDEN = 64, 24, 3, 4, (128, 128), (128, 128)
 
 
 def interleaved(cases: dict, rounds: int, budget_s: float, sync=lambda: None) -> tuple[dict[str, float], int]:
@@ -79,6 +89,79 @@ def fused_forward(model: DynamicsMLP):
     return forward
 
 
+def mlp(sizes: tuple[int, ...], device: torch.device) -> torch.nn.Sequential:
+    """A SiLU MLP ``sizes[0] -> ... -> sizes[-1]`` (linear output), in eval mode."""
+    layers: list[torch.nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.SiLU())
+    return torch.nn.Sequential(*layers).to(device).eval()
+
+
+def linear_flops(layers, rows: int) -> int:
+    """``2 * rows * in * out`` summed over the linear layers."""
+    return sum(2 * rows * lay.in_features * lay.out_features for lay in layers if isinstance(lay, torch.nn.Linear))
+
+
+def defaults_table(model: DynamicsMLP, obs: np.ndarray, args, dev: torch.device, sync) -> None:
+    """Planner speed per action at the new defaults (MPPI 64+24 x H3 x 4 with value and policy prior) against CEM 500x15x5."""
+    b = obs.shape[0]
+    low, high = -np.ones(ACT, np.float32), np.ones(ACT, np.float32)
+    small = DynamicsMLP(OBS, ACT, hidden=SMALL_HIDDEN).to(dev).eval()
+    policy_net, value_net = mlp((OBS, *NET_HIDDEN, ACT), dev), mlp((OBS, *NET_HIDDEN, 1), dev)
+    g = torch.Generator(device=dev).manual_seed(1)
+
+    def policy(o: torch.Tensor) -> torch.Tensor:  # sampled actions: Gaussian noise before the tanh
+        mu = policy_net(o)
+        return torch.tanh(mu + 0.3 * torch.randn(mu.shape, generator=g, device=mu.device))
+
+    def value(s: torch.Tensor) -> torch.Tensor:
+        return value_net(s)[..., 0]
+
+    def new_mpc() -> MPCController:
+        return MPCController(MPPI(low, high, NEW_HORIZON, population=NEW_POP, iterations=NEW_ITERS, seed=0, device=dev),
+                             num_envs=b, discount=0.99, device=dev, policy_samples=NEW_PROPOSALS)
+
+    cem = MPCController(CEM(low, high, HORIZON, population=POP, iterations=ITERS, seed=0, device=dev), num_envs=b, device=dev)
+    big, little = new_mpc(), new_mpc()
+    obs_t = torch.as_tensor(obs, device=dev)
+
+    def policy_alone():
+        with torch.inference_mode():
+            policy(obs_t)
+
+    cases = {
+        "cem": (lambda: cem.act(obs, model), 1),
+        "new_big": (lambda: big.act(obs, model, value=value, policy=policy), 3),
+        "new_small": (lambda: little.act(obs, small, value=value, policy=policy), 3),
+        "policy": (policy_alone, 30),
+    }
+    t, done = interleaved(cases, args.rounds, args.budget, sync)
+    n_all = NEW_POP + NEW_PROPOSALS
+    cem_flops = linear_flops(model.layers, ITERS * HORIZON * POP * b)
+
+    def new_flops(m: DynamicsMLP) -> int:  # planning rollouts + the policy's rollout through the model, value, policy
+        return (linear_flops(m.layers, NEW_ITERS * NEW_HORIZON * n_all * b + (NEW_HORIZON - 1) * NEW_PROPOSALS * b)
+                + linear_flops(value_net, NEW_ITERS * n_all * b) + linear_flops(policy_net, NEW_HORIZON * NEW_PROPOSALS * b))
+
+    flops = {"cem": cem_flops, "new_big": new_flops(model), "new_small": new_flops(small), "policy": linear_flops(policy_net, b)}
+    names = {
+        "cem": f"(a) CEM {POP}x{HORIZON}x{ITERS}, model 3x200 (today)",
+        "new_big": f"(b) MPPI {NEW_POP}+{NEW_PROPOSALS} policy x H{NEW_HORIZON} x {NEW_ITERS} it, value, model 3x200",
+        "new_small": f"(c) MPPI {NEW_POP}+{NEW_PROPOSALS} policy x H{NEW_HORIZON} x {NEW_ITERS} it, value, model 2x128",
+        "policy": "(d) policy alone, one forward",
+    }
+    out = [{"impl": names[k], "envs": b, "ms_per_action": 1e3 * t[k], "MFLOP_per_action": flops[k] / 1e6,
+            "ratio_to_cem": t[k] / t["cem"], "flop_ratio_to_cem": flops[k] / cem_flops} for k in cases]
+    report(pd.DataFrame(out), "planner_defaults",
+           f"Planner speed per action at the new defaults against today's CEM {POP}x{HORIZON}x{ITERS}: MPCController.act "
+           f"for {b} envs at once, median of {done} interleaved rounds, device {dev}")
+    ok = max(t["new_big"], t["new_small"]) <= t["cem"] / 5
+    print(f"target (new defaults <= 1/5 of CEM per action): {'met' if ok else 'NOT met'} "
+          f"(b) {t['new_big'] / t['cem']:.3f}, (c) {t['new_small'] / t['cem']:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=None)
@@ -86,7 +169,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--envs", type=int, default=10)
     ap.add_argument("--budget", type=float, default=60.0, help="seconds after which no new round starts")
+    ap.add_argument("--tables", default="speed,defaults",
+                    help="comma-separated tables to run: speed (FLOP/s and MPC latency), defaults (new defaults vs CEM)")
     args = ap.parse_args()
+    tables = set(args.tables.split(","))
+    if not tables or not tables <= {"speed", "defaults"}:
+        ap.error(f"--tables: expected a comma-separated subset of speed,defaults, got {args.tables!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -105,6 +193,9 @@ def main() -> None:
         "MPPI": lambda: MPPI(low, high, HORIZON, population=POP, iterations=ITERS, seed=0, device=dev),
         "random shooting": lambda: RandomShooting(low, high, HORIZON, population=POP * ITERS, seed=0, device=dev),
     }
+    if "speed" not in tables:
+        defaults_table(model, obs, args, dev, sync)
+        return
     fused = fused_forward(model)
 
     # ---- 1. model FLOP/s inside CEM planning against plain matmul at the GEMM size of one model call
@@ -185,6 +276,8 @@ def main() -> None:
                     "speedup_vs_loop": t[loop_key] / sec if mode == "batched" and loop_key in t else nan})
     report(pd.DataFrame(out), "planner", f"Planner speed: {OBS}-{ACT} 3x200 SiLU MLP, H={HORIZON}, {POP * ITERS} sequences/action, "
                                           f"median of {done} interleaved rounds, device {dev}")
+    if "defaults" in tables:
+        defaults_table(model, obs, args, dev, sync)
 
 
 if __name__ == "__main__":

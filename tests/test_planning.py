@@ -383,3 +383,282 @@ def test_imagine_raises_when_the_rollout_overflows():
         imagine(am, torch.full((5,), 1e36), torch.zeros(4, 3, 2))
     with pytest.raises(ValueError, match=r"^actions: the imagined returns are not finite"):  # not predict's "act"
         imagine(am, torch.zeros(5), torch.full((4, 3, 2), 3.4e38))
+
+
+# ---------------------------------------------------------------- terminal value (TD-MPC2 style)
+VALUE_C = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+
+
+def linear_value(s):
+    """A linear state value ``c . s + 1`` on any leading dims."""
+    return s @ VALUE_C.to(s.dtype) + 1.0
+
+
+def hand_value_return(a_mat, b_mat, obs, seq, discount, value):
+    o = obs.clone()
+    for h in range(seq.shape[0]):
+        o = a_mat @ o + b_mat @ seq[h]
+    return hand_return(a_mat, b_mat, obs, seq, discount) + discount ** seq.shape[0] * float(value(o))
+
+
+def test_imagine_with_value_equals_hand_computed_sum():
+    model, a_mat, b_mat = linear_toy()
+    g = torch.Generator().manual_seed(3)
+    obs = torch.randn(3, generator=g, dtype=torch.float64)
+    acts = torch.randn(6, 3, 2, generator=g, dtype=torch.float64)  # H=3
+    want = torch.tensor([hand_value_return(a_mat, b_mat, obs, acts[n], 0.9, linear_value) for n in range(6)], dtype=torch.float64)
+    torch.testing.assert_close(imagine(model, obs, acts, discount=0.9, value=linear_value), want)
+    torch.testing.assert_close(make_objective(model, obs, 0.9, value=linear_value)(acts), want)
+    # batched (B, N), whole and in chunks of 2 candidates (the value sees each chunk's (B, n, O) final states)
+    obs_b = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    acts_b = torch.randn(2, 5, 3, 2, generator=g, dtype=torch.float64)
+    want_b = torch.tensor([[hand_value_return(a_mat, b_mat, obs_b[b], acts_b[b, n], 0.9, linear_value) for n in range(5)]
+                           for b in range(2)], dtype=torch.float64)
+    shapes = []
+
+    def recording(s):
+        shapes.append(tuple(s.shape))
+        return linear_value(s)
+
+    torch.testing.assert_close(imagine(model, obs_b, acts_b, discount=0.9, value=linear_value), want_b)
+    torch.testing.assert_close(imagine(model, obs_b, acts_b, discount=0.9, max_rows=4, value=recording), want_b)
+    assert shapes == [(2, 2, 3), (2, 2, 3), (2, 1, 3)]
+    torch.testing.assert_close(make_objective(model, obs_b, 0.9, max_rows=4, value=linear_value)(acts_b), want_b)
+    # value=None is the plain return, bit for bit; a zero value changes nothing either
+    plain = imagine(model, obs_b, acts_b, discount=0.9)
+    assert torch.equal(imagine(model, obs_b, acts_b, discount=0.9, value=None), plain)
+    assert torch.equal(make_objective(model, obs_b, 0.9, value=None)(acts_b), plain)
+    assert torch.equal(imagine(model, obs_b, acts_b, discount=0.9, value=lambda s: s.new_zeros(s.shape[:-1])), plain)
+
+
+class TwoMembers:
+    """Two hand-made members, stacked like an EnsembleAdaptedModel: member 0 moves by ``a`` and is rewarded its
+    position, member 1 moves by ``2a`` and earns nothing."""
+
+    obs_dim, act_dim, ensemble_size = 1, 1, 2
+    fns = (lambda o, a: (o + a, (o + a).sum(-1)), lambda o, a: (o + 2 * a, torch.zeros(o.shape[:-1], dtype=o.dtype)))
+
+    def predict_members_unchecked(self, obs, act, per_member=False):
+        from meta_mbrl.types import Prediction
+        outs = [f(obs[i] if per_member else obs, act[i] if per_member else act) for i, f in enumerate(self.fns)]
+        return Prediction(torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs]))
+
+    predict_members = predict_members_unchecked
+
+    def predict(self, obs, act):
+        from meta_mbrl.types import Prediction
+        p = self.predict_members(obs, act)
+        return Prediction(p.next_obs.mean(0), p.reward.mean(0))
+
+
+def test_imagine_with_value_over_ensemble_particles_and_bonus():
+    ens, d = TwoMembers(), 0.9
+    value = lambda s: 3.0 * s[..., 0] - 1.0
+    g = torch.Generator().manual_seed(0)
+    obs = torch.rand(2, 1, generator=g)
+    acts = torch.rand(2, 5, 3, 1, generator=g) * 2 - 1  # (B, N, H, A), H=3
+    cum = acts[..., 0].cumsum(-1)  # (B, N, H): sum of the first h+1 actions
+    o0, o0h = obs, obs[:, :, None]  # (B, 1) against (B, N), (B, 1, 1) against (B, N, H)
+    disc = d ** torch.arange(3.0)
+    ret0 = ((o0h + cum) * disc).sum(-1)  # member 0's return; member 1 earns nothing
+    v0, v1 = value((o0 + cum[..., -1])[..., None]), value((o0 + 2 * cum[..., -1])[..., None])
+    # TS-inf with 4 particles: particles 0, 2 follow member 0, particles 1, 3 member 1; value per particle, then the mean
+    want = (ret0 + d**3 * v0 + d**3 * v1) / 2
+    shapes = []
+
+    def recording(s):
+        shapes.append(tuple(s.shape))
+        return value(s)
+
+    got = imagine(ens, obs, acts, discount=d, particles=4, propagation="tsinf", value=recording)
+    torch.testing.assert_close(got, want)
+    assert shapes == [(2, 5, 4, 1)]  # each particle's final state
+    torch.testing.assert_close(imagine(ens, obs, acts, discount=d, particles=4, propagation="tsinf", value=value, max_rows=8),
+                               want)  # chunks of 1 candidate
+    # TS-1: the value term is each particle's own final state, so with a constant value it adds exactly d**3 * 2
+    ts1 = dict(discount=d, particles=4, propagation="ts1")
+    const = lambda s: s.new_full(s.shape[:-1], 2.0)
+    torch.testing.assert_close(imagine(ens, obs, acts, generator=torch.Generator().manual_seed(1), value=const, **ts1),
+                               imagine(ens, obs, acts, generator=torch.Generator().manual_seed(1), **ts1) + d**3 * 2)
+    # the bonus rollout with the members' mean: states move by 1.5 a, the value term is reward_weight * d**3 * value(s_H)
+    kw = dict(discount=d, propagation="mean", particles=1, bonus_weight=0.3, reward_weight=0.5)
+    with_value = imagine(ens, obs, acts, value=value, **kw)
+    vm = value((o0 + 1.5 * cum[..., -1])[..., None])
+    torch.testing.assert_close(with_value, imagine(ens, obs, acts, **kw) + 0.5 * d**3 * vm)
+    bonus = (acts[..., 0] / 2).square()  # members' variance of next_obs: ((a - 2a) / 2)^2
+    reward = 0.5 * (o0h + 1.5 * cum - 0.5 * acts[..., 0])  # members' mean reward at o_h = o_0 + 1.5 * (a_0 + ... + a_{h-1})
+    torch.testing.assert_close(with_value, 0.5 * (reward * disc).sum(-1) + 0.5 * d**3 * vm
+                               + 0.3 * (bonus * disc).sum(-1))
+
+
+def test_value_bad_input_names_value():
+    model = toy_model()
+    obs, acts = torch.zeros(2), torch.zeros(5, 3, 2)
+    with pytest.raises(ValueError, match=r"^value: expected None or a callable"):
+        imagine(model, obs, acts, value=3.0)
+    with pytest.raises(ValueError, match=r"^value: expected None or a callable"):
+        make_objective(model, obs, value="q")
+    with pytest.raises(ValueError, match=r"^value: expected values of shape \(5,\) for final observations of shape \(5, 2\), "
+                                         r"got shape \(5, 1\)"):
+        imagine(model, obs, acts, value=lambda s: s[..., :1])  # a Q head's (..., 1) is not squeezed silently
+    with pytest.raises(ValueError, match=r"^value: expected values of shape \(3, 5\) .* got shape \(\)"):
+        make_objective(model, torch.zeros(3, 2), value=lambda s: s.sum())(torch.zeros(3, 5, 3, 2))
+    with pytest.raises(ValueError, match=r"^value: expected values of shape \(5,\) .* got list"):
+        imagine(model, obs, acts, value=lambda s: [0.0] * 5)
+    with pytest.raises(ValueError, match=r"^value: expected finite values, got 5 non-finite of 5"):
+        imagine(model, obs, acts, value=lambda s: torch.full(s.shape[:-1], float("nan")))
+
+
+# ---------------------------------------------------------------- policy proposals in the planners
+TINY = {  # one iteration over 4 samples: too few to find an optimum by chance
+    "cem": lambda h, **kw: CEM(LOW, HIGH, h, population=4, iterations=1, num_elites=1, return_mean=False, **kw),
+    "mppi": lambda h, **kw: MPPI(LOW, HIGH, h, population=4, iterations=1, temperature=1e-3, **kw),
+    "rs": lambda h, **kw: RandomShooting(LOW, HIGH, h, population=4, **kw),
+}
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_proposal_at_the_optimum_is_found_with_a_tiny_population(name):
+    g = torch.Generator().manual_seed(4)
+    target = torch.rand(3, 5, 2, generator=g) * 1.6 - 0.8  # (B, H, A)
+    props = torch.stack([target, torch.zeros_like(target)], 1)  # (B, M=2, H, A): the optimum and a decoy
+    planner = TINY[name](5, seed=0)
+    without = planner.plan(quadratic(target), planner.initial_mean(3))
+    assert (without - target).abs().max() > 0.2
+    plan = TINY[name](5, seed=0).plan(quadratic(target), planner.initial_mean(3), proposals=props)
+    assert plan.shape == (3, 5, 2)
+    torch.testing.assert_close(plan, target, atol=1e-6, rtol=0)
+    one = TINY[name](5, seed=0).plan(quadratic(target[1]), proposals=props[1].numpy())  # one env, numpy proposals
+    assert one.shape == (5, 2)
+    torch.testing.assert_close(one, target[1], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", PLANNERS)
+def test_proposals_are_clipped_evaluated_each_iteration_and_plans_stay_in_bounds(name):
+    make = PLANNERS[name][0]
+    seen = []
+
+    def objective(a):
+        seen.append((tuple(a.shape), a.min().item(), a.max().item()))
+        return quadratic(torch.full((3, 2), 0.9))(a)
+
+    props = torch.randn(2, 7, 3, 2, generator=torch.Generator().manual_seed(0)) * 50  # far outside [-1, 1]
+    planner = make(3, seed=0)
+    plan = planner.plan(objective, planner.initial_mean(2), proposals=props)
+    assert plan.shape == (2, 3, 2) and plan.min() >= -1.0 and plan.max() <= 1.0
+    assert min(s[1] for s in seen) >= -1.0 and max(s[2] for s in seen) <= 1.0  # the objective never sees them outside
+    iterations = getattr(planner, "iterations", 1)
+    assert [s[0] for s in seen] == [(2, planner.population + 7, 3, 2)] * iterations  # N + M every iteration
+
+
+@pytest.mark.parametrize("name", PLANNERS)
+def test_proposals_none_leaves_the_plan_unchanged(name):
+    make = PLANNERS[name][0]
+    obj = quadratic(torch.full((3, 2), 0.4))
+    a = make(3, seed=5).plan(obj, None)
+    b = make(3, seed=5).plan(obj, None, proposals=None)
+    assert torch.equal(a, b)
+
+
+def test_proposals_bad_input_names_proposals():
+    cem = CEM(LOW, HIGH, 4, population=8, iterations=1, seed=0)
+    obj = quadratic(torch.zeros(4, 2))
+    for bad, msg in ((torch.zeros(3, 4, 3), r"expected shape \(M, 4, 2\)"),
+                     (torch.zeros(2, 3, 4, 2), r"expected shape \(M, 4, 2\)"),  # batched proposals for one env
+                     (torch.zeros(0, 4, 2), r"expected shape \(M, 4, 2\) .*at least one"),
+                     (torch.zeros(3, 4, 2, dtype=torch.float64), r"expected dtype torch.float32 \(or a dtype"),
+                     (np.zeros((3, 4, 2), np.int64), r"expected an array of floats"),
+                     (torch.full((3, 4, 2), float("nan")), r"expected finite values"),
+                     ([[0.0, 0.0]] * 4, r"expected a tensor of shape \(M, 4, 2\)")):
+        with pytest.raises(ValueError, match=rf"^proposals: {msg}"):
+            cem.plan(obj, proposals=bad)
+    with pytest.raises(ValueError, match=r"^proposals: expected shape \(B=3, M, 4, 2\).* got \(2, 5, 4, 2\)"):
+        cem.plan(obj, cem.initial_mean(3), proposals=torch.zeros(2, 5, 4, 2))  # B mismatch
+    with pytest.raises(ValueError, match=r"^proposals: expected shape \(B=3, M, 4, 2\)"):
+        cem.plan(obj, cem.initial_mean(3), proposals=torch.zeros(5, 4, 2))
+
+    class OldPlanner(CEM):
+        def _plan(self, objective, mean, batched):
+            return mean
+
+    old = OldPlanner(LOW, HIGH, 4, population=8, iterations=1, seed=0)
+    assert old.plan(obj).shape == (4, 2)
+    with pytest.raises(ValueError, match=r"^proposals: OldPlanner._plan takes no proposals"):
+        old.plan(obj, proposals=torch.zeros(2, 4, 2))
+
+
+# ---------------------------------------------------------------- MPC with a value and a policy prior
+def reach_model():
+    """``o' = o + a``, reward ``-|o'|^2``: from ``o`` the optimal first action is ``-o`` (inside the bounds), then 0."""
+    return FunctionModel(lambda o, a: (o + a, -(o + a).square().sum(-1)), obs_dim=2, act_dim=2)
+
+
+def test_mpc_policy_proposals_roll_the_policy_through_the_model():
+    mpc = MPCController(CEM(LOW, HIGH, 3, population=4, iterations=1, seed=0), num_envs=2, policy_samples=5)
+    seen = []
+
+    def policy(o):
+        seen.append(o.clone())
+        return 0.5 - o + torch.zeros(o.shape[:-1] + (2,))  # moves each state to 0.5, beyond the bounds from far away
+
+    obs = np.array([[0.2, -0.4], [3.0, 0.0]])
+    props = mpc.policy_proposals(obs, reach_model(), policy)
+    assert props.shape == (2, 5, 3, 2) and props.dtype == torch.float32
+    assert [tuple(s.shape) for s in seen] == [(2, 5, 2)] * 3
+    torch.testing.assert_close(seen[0], torch.tensor(obs, dtype=torch.float32)[:, None].expand(2, 5, 2))
+    want0 = torch.tensor([[0.3, 0.9], [-1.0, 0.5]])  # clipped: env 1 can only move by -1
+    torch.testing.assert_close(props[:, :, 0], want0[:, None].expand(2, 5, 2))
+    torch.testing.assert_close(seen[1][1, 0], torch.tensor([2.0, 0.5]))  # moved by the clipped action
+    torch.testing.assert_close(props[1, 0, 1], torch.tensor([-1.0, 0.0]))
+    assert props.abs().max() <= 1.0
+    assert MPCController(CEM(LOW, HIGH, 3), num_envs=2, policy_samples=0).policy_proposals(obs, reach_model(), policy).shape == (2, 0, 3, 2)
+
+
+def test_mpc_with_optimal_policy_and_tiny_planner_plays_the_policy():
+    obs = np.array([[0.5, -0.3], [-0.8, 0.1], [0.2, 0.9]], np.float32)
+    policy = lambda o: -o  # optimal for reach_model
+    for make in TINY.values():
+        mpc = MPCController(make(3, seed=0), num_envs=3, policy_samples=4)
+        action = mpc.act(obs, reach_model(), policy=policy)
+        np.testing.assert_allclose(action, -obs, atol=1e-6)
+        torch.testing.assert_close(mpc.last_plan, mpc.policy_proposals(obs, reach_model(), policy)[:, 0], atol=1e-6, rtol=0)
+    # without the policy the tiny planner does not find it
+    far = MPCController(TINY["cem"](3, seed=0), num_envs=3).act(obs, reach_model())
+    assert np.abs(far + obs).max() > 0.2
+
+
+def test_mpc_value_steers_a_one_step_plan():
+    # no reward at all: only the terminal value (distance to 0.3) tells the planner where to go
+    model = FunctionModel(lambda o, a: (o + 0.5 * a, torch.zeros(o.shape[:-1])), obs_dim=2, act_dim=2)
+    mpc = MPCController(CEM(LOW, HIGH, 1, population=200, iterations=4, seed=0), num_envs=2, discount=0.9)
+    obs = np.array([[0.0, 0.0], [0.5, 0.5]], np.float32)
+    a = mpc.act(obs, model, value=lambda s: -(s - 0.3).square().sum(-1))
+    np.testing.assert_allclose(obs + 0.5 * a, np.full((2, 2), 0.3), atol=0.02)
+
+
+def test_mpc_without_value_and_policy_is_unchanged_and_bad_input():
+    obs = np.full((3, 2), 0.2)
+    runs = []
+    for kw in ({}, {"value": None, "policy": None}):
+        mpc = MPCController(MPPI(LOW, HIGH, 4, population=16, iterations=2, seed=0), num_envs=3, seed=0)
+        runs.append(np.stack([mpc.act(obs, toy_model(), **kw) for _ in range(3)]))
+    assert np.array_equal(runs[0], runs[1])
+    # policy_samples=0 ignores the policy: the same plans as without it
+    mpc0 = MPCController(MPPI(LOW, HIGH, 4, population=16, iterations=2, seed=0), num_envs=3, seed=0, policy_samples=0)
+    assert np.array_equal(np.stack([mpc0.act(obs, toy_model(), policy=lambda o: -o) for _ in range(3)]), runs[0])
+    with pytest.raises(ValueError, match="policy_samples"):
+        MPCController(CEM(LOW, HIGH, 3), policy_samples=-1)
+    mpc = MPCController(CEM(LOW, HIGH, 4, population=8, iterations=1, seed=0), num_envs=3)
+    with pytest.raises(ValueError, match=r"^policy: expected None or a callable"):
+        mpc.act(obs, toy_model(), policy=1)
+    with pytest.raises(ValueError, match=r"^policy: expected actions of shape \(3, 24, 2\) for observations of shape "
+                                         r"\(3, 24, 2\), got shape \(3, 24, 1\)"):
+        mpc.act(obs, toy_model(), policy=lambda o: o[..., :1])
+    with pytest.raises(ValueError, match=r"^policy: expected finite actions"):
+        mpc.act(obs, toy_model(), policy=lambda o: o * float("nan"))
+    with pytest.raises(ValueError, match=r"^value: expected None or a callable"):
+        mpc.act(obs, toy_model(), value=2)
+    rec = MPCController(Recorder(CEM(LOW, HIGH, 4, population=8, iterations=1, seed=0)), num_envs=3)
+    assert rec.act(obs, toy_model()).shape == (3, 2)  # a user's planner without proposals plans as before
+    with pytest.raises(ValueError, match=r"^planner: expected a plan\(objective, init_mean, proposals=None\)"):
+        rec.act(obs, toy_model(), policy=lambda o: -o)
