@@ -2,7 +2,9 @@
 
 ``quick`` is the README's main job (meta-train on ML10 in minutes on 2 CPU cores). ``long`` meta-trains on all
 50 goals per class for 10k steps and scores 5 goals per test class (sized for 2 CPU cores within 2 hours).
-``full`` is meant for a GPU machine (``--device cuda``). ``test`` is a seconds-long smoke run for CI.
+``ml1`` trains the value-guided agent on
+one Meta-World class (``--suite ml1:push-v3``) within an hour on 2 CPU cores and scores 10 test goals with Meta-World's
+10 adaptation episodes. ``full`` is meant for a GPU machine (``--device cuda``). ``test`` is a seconds-long smoke run for CI.
 """
 
 # the recommended few-shot setting (issue: adaptation that improves with context): ALPaCA with a recency-weighted
@@ -12,8 +14,17 @@ _RECOMMENDED = {
     "kshot.ks": (8, 32, 128, 512), "kshot.tasks_per_class": 3,
 }
 
+# the value-guided agent (issue: control that solves new tasks) on top of the recommended prior: its own replay on the
+# training goals, n-step SAC with a PEARL-style task encoder, the prior fine-tuned on the growing replay each round
+_AGENT = {"agent.updates_per_step": 0.5, "agent.model_steps": 20}
+
 PRESETS: dict[str, dict[str, object]] = {
-    "quick": dict(_RECOMMENDED),
+    "quick": {**_RECOMMENDED, **_AGENT, "agent.env_steps": 75_000},
+    "ml1": {
+        **_RECOMMENDED, **_AGENT, "kshot.ks": (8, 32, 128), "kshot.oracle_steps": 1000, "agent.env_steps": 250_000,
+        "agent.eval_every": 25_000, "control.meta_batch_size": 10, "control.adaptation_episodes": 10,
+        "control.evaluation_episodes": 30,
+    },
     "long": {
         **_RECOMMENDED, "data.tasks_per_class": 0, "train.steps": 10_000, "train.checkpoint_every": 1000,
         "kshot.tasks_per_class": 5, "kshot.windows": 16, "kshot.oracle_steps": 5000,
