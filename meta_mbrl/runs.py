@@ -251,12 +251,14 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 # ---------------------------------------------------------------------------------------------- config.json
 # Settings that may change when a run directory is resumed: more steps, logging, and the evaluation stages.
 _RESUMABLE = ("device", "train.steps", "train.checkpoint_every", "train.log_every", "train.tensorboard",
-              "kshot.", "planner.", "control.")
+              "kshot.", "planner.", "control.", "agent.env_steps", "agent.checkpoint_minutes", "agent.eval_every",
+              "agent.mode", "agent.planner", "agent.horizon", "agent.population", "agent.iterations", "agent.policy_samples")
 # ... and, with resume_with_changes, the optimisation settings (not the data, the network or its shapes).
 _OPTIMISATION = ("train.", "learner.maml.inner_lr", "learner.maml.inner_steps", "learner.maml.first_order",
                  "learner.reptile.inner_lr", "learner.reptile.inner_steps", "learner.reptile.inner_data",
                  "learner.multitask.inner_lr", "learner.multitask.inner_steps", "learner.multitask.first_order",
-                 "learner.finetune.", "learner.pearl.kl_weight", "learner.cadm.prior_weight")
+                 "learner.finetune.", "learner.pearl.kl_weight", "learner.cadm.prior_weight", "agent.lr", "agent.tau",
+                 "agent.updates_per_step", "agent.batch_", "agent.context", "agent.model_steps", "agent.plan_share")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -198,6 +198,7 @@ def _run_chunk(env, tasks, policy, episodes: int, seed: int, buffer: TaskBuffer,
     ep_start = np.zeros(n, dtype=np.int64)
     done_eps = np.zeros(n, dtype=np.int64)
     succeeded = np.zeros(n, dtype=bool)
+    reports_success = False
     t = 0
     while (done_eps < episodes).any():
         if t >= cap:
@@ -209,8 +210,11 @@ def _run_chunk(env, tasks, policy, episodes: int, seed: int, buffer: TaskBuffer,
         if rec["act"] is None:
             rec["act"] = np.empty((cap, n, act.shape[1]), np.float32)
         ended = np.logical_or(term, trunc)
-        if "success" in info:
-            succeeded |= np.asarray(info["success"], dtype=float) >= 1.0
+        # an env that ended this step reports its last info in "final_info" (same-step autoreset)
+        for inf in (info, info.get("final_info") if isinstance(info.get("final_info"), dict) else {}):
+            if "success" in inf:
+                reports_success = True
+                succeeded |= np.asarray(inf["success"], dtype=float) >= 1.0
         rec["obs"][t], rec["act"][t], rec["reward"][t], rec["next_obs"][t] = obs, act, rew, next_obs
         if ended.any():
             mask = info["_final_obs"]
@@ -221,7 +225,7 @@ def _run_chunk(env, tasks, policy, episodes: int, seed: int, buffer: TaskBuffer,
                     done_eps[i] += 1
                     if outcomes is not None:
                         outcomes["returns"].append(float(rec["reward"][ep_start[i]:t + 1, i].sum()))
-                        if "success" in info:
+                        if reports_success:
                             outcomes["successes"].append(bool(succeeded[i]))
                 ep_start[i] = t + 1
                 succeeded[i] = False

@@ -99,6 +99,7 @@ class ActorCriticTrainer:
         nstep: ``n`` of the n-step target (must match the batches).
         grad_clip: global-norm clip of each loss's gradients.
         target_entropy: the temperature's target; ``None``: ``-A``.
+        alpha: a fixed temperature (not tuned); ``None``: tuned toward ``target_entropy``.
 
     Example:
         >>> import numpy as np, torch
@@ -113,13 +114,14 @@ class ActorCriticTrainer:
     """
 
     def __init__(self, ac: ActorCritic, *, lr: float = 3e-4, tau: float = 0.01, nstep: int = 1,
-                 grad_clip: float = 20.0, target_entropy: float | None = None):
+                 grad_clip: float = 20.0, target_entropy: float | None = None, alpha: float | None = None):
         self.ac = ac
         self.lr = check_float("lr", lr, 0.0, low_open=True)
         self.tau = check_float("tau", tau, 0.0, 1.0, low_open=True)
         self.nstep = check_int("nstep", nstep, 1)
         self.grad_clip = check_float("grad_clip", grad_clip, 0.0, low_open=True)
         self.target_entropy = -float(ac.act_dim) if target_entropy is None else float(target_entropy)
+        self.fixed_alpha = None if alpha is None else check_float("alpha", alpha, 0.0)
         self.critic_params = [*ac.qs.parameters(), *ac.encoder.parameters(), ac.z0]
         self.policy_params = list(ac.policy.parameters())
         self.critic_opt = torch.optim.Adam(self.critic_params, lr=self.lr)
@@ -145,9 +147,10 @@ class ActorCriticTrainer:
         t, s = batch.obs.shape[:2]
         z = ac.encode(batch.context, num_tasks=t)[:, None].expand(t, s, ac.latent_dim)
         zd = z.detach()
+        alpha = ac.alpha.detach() if self.fixed_alpha is None else torch.tensor(self.fixed_alpha)
         with torch.no_grad():
             a2, logp2 = ac.pi(batch.next_obs, zd, generator=generator)
-            q2 = ac.q(batch.next_obs, a2, zd, target=True).min(0).values - ac.alpha * logp2
+            q2 = ac.q(batch.next_obs, a2, zd, target=True).min(0).values - alpha * logp2
             disc = ac.discount ** torch.arange(n, dtype=batch.rewards.dtype, device=batch.rewards.device)
             target = (batch.rewards * disc).sum(-1) * ac.reward_scale + ac.discount ** n * q2
         q = ac.q(batch.obs, batch.act, z)
@@ -160,15 +163,16 @@ class ActorCriticTrainer:
             q_pi = ac.q(batch.obs, a, zd).min(0).values
         finally:
             ac.qs.requires_grad_(True)
-        policy_loss = (ac.alpha.detach() * logp - q_pi).mean()
+        policy_loss = (alpha * logp - q_pi).mean()
         policy_gn = self._step(self.policy_opt, self.policy_params, policy_loss)
-        alpha_loss = -(ac.log_alpha * (logp.detach() + self.target_entropy)).mean()
-        self._step(self.alpha_opt, [ac.log_alpha], alpha_loss)
+        if self.fixed_alpha is None:
+            alpha_loss = -(ac.log_alpha * (logp.detach() + self.target_entropy)).mean()
+            self._step(self.alpha_opt, [ac.log_alpha], alpha_loss)
         ac.update_targets(self.tau)
         self.updates += 1
         return {"critic_loss": float(critic_loss.detach()), "policy_loss": float(policy_loss.detach()),
                 "q_mean": float(q.detach().mean()) / ac.reward_scale, "target_mean": float(target.mean()) / ac.reward_scale,
-                "entropy": float(-logp.detach().mean()), "alpha": float(ac.alpha.detach()),
+                "entropy": float(-logp.detach().mean()), "alpha": float(alpha),
                 "critic_grad_norm": critic_gn, "policy_grad_norm": policy_gn, "context_size": int(batch.context.obs.shape[1])}
 
     def state_dict(self) -> dict:
