@@ -61,6 +61,8 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
                    help="how many held-out tasks to film: the first task of each test class, then the second, ... "
                         "(default: one per test class)")
     p.add_argument("--suite", dest="data.suite", default=None, help="suite to evaluate on (default: the checkpoint's)")
+    p.add_argument("--flat", action="store_true",
+                   help="score today's flat planner even if the run trained a value-guided agent (agent.pt)")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults, sections=["run", "planner", "control"], default_note="the checkpoint's")
 
@@ -132,7 +134,7 @@ def _run(args: argparse.Namespace) -> None:
             raise ValueError(f"video_tasks: expected an int >= 1, got {args.video_tasks}")
         if args.video is not None:
             import meta_mbrl.evaluation.video  # noqa: F401  # chooses MuJoCo's offscreen GL backend before MuJoCo loads
-        runs.control_run(args.checkpoint, args.out, overrides=overrides, progress=progress)
+        runs.control_run(args.checkpoint, args.out, overrides=overrides, progress=progress, flat=args.flat)
         if args.video is not None:
             runs.video_run(args.checkpoint, args.video, tasks=args.video_tasks, overrides=overrides)
     elif args.bench == "kshot":
