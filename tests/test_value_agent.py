@@ -286,3 +286,23 @@ def test_learned_value_agent_beats_random_actions_on_heldout_point_mass_goals():
     print(f"value agent {df.eval_return.mean():.1f}, random {rand.mean():.1f}")
     assert df.eval_return.mean() > rand.mean() + 0.15 * abs(rand.mean()), (df.eval_return.mean(), rand.mean())
     assert math.isfinite(float(log["critic_loss"].iloc[-1]))
+
+
+@pytest.mark.parametrize("name,ensemble", [("maml", 1), ("cadm", 1), ("cadm", 2), ("alpaca", 1)])
+def test_value_agent_plans_over_any_prior_and_ensembles(name, ensemble):
+    """The value and policy prior are the agent's own: MAML's adapted weights, CaDM's context vector and an ensemble's
+    members all plan with the policy's proposals and the terminal value, adapting on the episodes seen."""
+    from meta_mbrl.meta import make_learner
+
+    suite = task_suites.make("point-mass", seed=0)
+    tasks = suite.test_tasks[:3]
+    learner = make_learner(name, 4, 2, hidden=(16,), ensemble=ensemble, seed=0)
+    ac = small_ac()
+    agent = MetaMBRLAgent(learner, MPPI(suite.action_low, suite.action_high, horizon=3, population=8, iterations=2,
+                                        seed=0), len(tasks), actor_critic=ac, mode="plan", policy_samples=4, seed=0)
+    df, info = protocol_evaluation(agent, suite, tasks, adaptation_episodes=1, evaluation_episodes=1, seed=0)
+    assert np.isfinite(df.eval_return).all() and info["eval_env_steps"] == len(tasks) * suite.max_episode_steps
+    assert agent.controller.num_plans >= suite.max_episode_steps
+    assert agent.num_context == [suite.max_episode_steps - 1] * len(tasks)  # the adaptation episode's transitions
+    z_prior = ac.encode(None, num_tasks=len(tasks))
+    assert not torch.allclose(agent.task.z, z_prior)  # the task vectors were inferred from them
