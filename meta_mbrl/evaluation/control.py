@@ -72,6 +72,10 @@ def metaworld_evaluation(
         evaluation_episodes: scored episodes per test *class* per round (Meta-World counts episodes by class
             name, so with several sub-envs of one class, as in ML1, they share this count).
         meta_batch_size: test sub-envs (a multiple of the number of test classes; default: one per class).
+            With more than one sub-env per class the judge scores the first ``evaluation_episodes`` episodes
+            of a class to *finish*; scored episodes end on success, so successes finish first and the rate
+            is biased upward (a UserWarning says so). One sub-env per class and ``num_evals`` rounds of
+            goals give the unbiased rate.
         max_episode_steps: shorter episodes than the benchmark's 500 (for smoke tests only).
         total_tasks_per_cls: use only the first goals of each test class.
         seed: the envs' seed (default: the suite's).
@@ -93,6 +97,15 @@ def metaworld_evaluation(
     mbs = meta_batch_size or len(suite.test_classes)
     if mbs % len(suite.test_classes):
         raise ValueError(f"meta_batch_size: expected a multiple of {len(suite.test_classes)} (test classes), got {mbs}")
+    if mbs > len(suite.test_classes):
+        import warnings
+
+        warnings.warn(
+            f"meta_batch_size: {mbs} sub-envs for {len(suite.test_classes)} test classes; metaworld's judge then scores "
+            f"the first {evaluation_episodes} episodes of each class to finish, and scored episodes end on success, so "
+            "the success rate is biased upward. Use one sub-env per class (meta_batch_size="
+            f"{len(suite.test_classes)}) and num_evals rounds of goals for an unbiased rate",
+            UserWarning, stacklevel=2)
     if agent.num_envs != mbs:
         raise ValueError(f"agent: expected an agent for {mbs} envs (meta_batch_size), got num_envs={agent.num_envs}")
     envs = suite.make_benchmark_envs("test", meta_batch_size=mbs, seed=seed, strategy=strategy,
