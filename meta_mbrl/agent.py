@@ -218,6 +218,9 @@ class MetaMBRLAgent:
                 self._history[i].append((p[0], p[1], p[2], obs[i]))
             self._pending[i] = (obs[i], np.asarray(timestep.action[i], np.float32), np.float32(timestep.reward[i]), bool(ended[i]))
         self._since_adapt += 1
+        if self.actor_critic is not None and np.any(ended):
+            # Meta-World's adaptation episodes call no reset: the posterior is refreshed when an episode ends
+            self._infer_task()
 
     def _context(self, last: int | None) -> Transitions | None:
         n = min(len(h) for h in self._history)

@@ -306,3 +306,23 @@ def test_value_agent_plans_over_any_prior_and_ensembles(name, ensemble):
     assert agent.num_context == [suite.max_episode_steps - 1] * len(tasks)  # the adaptation episode's transitions
     z_prior = ac.encode(None, num_tasks=len(tasks))
     assert not torch.allclose(agent.task.z, z_prior)  # the task vectors were inferred from them
+
+
+def test_task_vector_is_refreshed_when_a_metaworld_adaptation_episode_ends():
+    """Meta-World's harness calls no reset between adaptation episodes: ``step`` refreshes the posterior itself."""
+    from metaworld.evaluation import Timestep
+
+    suite, _, learner = _pm_setup()
+    ac = small_ac()
+    agent = MetaMBRLAgent(learner, MPPI(suite.action_low, suite.action_high, horizon=2, population=4, iterations=1),
+                          num_envs=2, actor_critic=ac, seed=0)
+    z0 = agent.task.z.clone()
+    rng = np.random.default_rng(0)
+    for t in range(6):
+        ended = np.array([t == 5, False])
+        agent.step(Timestep(rng.normal(size=(2, 4)), rng.uniform(-1, 1, (2, 2)), rng.normal(size=2), ended,
+                            np.zeros(2, bool), {}))
+        if t < 5:
+            assert torch.equal(agent.task.z, z0)
+    assert not torch.allclose(agent.task.z, z0)
+    assert agent.num_context == [5, 5]
