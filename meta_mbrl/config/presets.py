@@ -23,7 +23,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "quick": {**_RECOMMENDED, **_AGENT, "agent.env_steps": 75_000},
     "ml1": {
         **_RECOMMENDED, **_AGENT, "kshot.ks": (8, 32, 128), "kshot.oracle_steps": 1000, "agent.env_steps": 250_000,
-        "agent.eval_every": 25_000, "control.meta_batch_size": 1, "control.num_evals": 10,
+        "agent.tasks_per_class": 50, "agent.eval_every": 25_000, "control.meta_batch_size": 1, "control.num_evals": 10,
         "control.adaptation_episodes": 10, "control.evaluation_episodes": 3,
     },
     "long": {

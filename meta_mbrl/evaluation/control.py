@@ -190,7 +190,7 @@ def _episodes(env, tasks, agent, episodes: int, seed: int, adapt: bool):
     returns = np.zeros((n, episodes))
     success = np.zeros((n, episodes))
     has_success = False
-    ret, done = np.zeros(n), np.zeros(n, dtype=np.int64)
+    ret, done, ever = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n)
     while (done < episodes).any():
         if adapt:
             act, aux = agent.adapt_action(obs)
@@ -201,14 +201,19 @@ def _episodes(env, tasks, agent, episodes: int, seed: int, adapt: bool):
             agent.step(Timestep(obs, act, rew, term, trunc, aux))
         ret += rew
         ended = np.logical_or(term, trunc)
+        # success if the flag is ever 1 in the episode (Meta-World's criterion); an env that ended this step reports
+        # its last info in "final_info" (same-step autoreset)
+        for inf in (info, info.get("final_info") if isinstance(info.get("final_info"), dict) else {}):
+            if "success" in inf:
+                has_success = True
+                ever = np.maximum(ever, np.asarray(inf["success"], dtype=float))
         for i in np.flatnonzero(ended):
             if done[i] < episodes:
                 returns[i, done[i]] = ret[i]
-                if "success" in info:
-                    has_success = True
-                    success[i, done[i]] = float(np.asarray(info["success"])[i])
+                success[i, done[i]] = float(ever[i] >= 1.0)
                 done[i] += 1
             ret[i] = 0.0
+            ever[i] = 0.0
         agent.reset(ended)
         obs = next_obs
     return returns, (success if has_success else None)
