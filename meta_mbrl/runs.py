@@ -667,19 +667,23 @@ def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat
 
     value = not flat and cfg.agent.env_steps > 0 and (run / AGENT_CHECKPOINT).exists()
     agent_key = None
-    if value:
+    if cfg.agent.env_steps > 0 and (run / AGENT_CHECKPOINT).exists():
         import hashlib
 
         agent_key = {"agent": to_dict(cfg.agent), "sha": hashlib.sha256((run / AGENT_CHECKPOINT).read_bytes()).hexdigest()}
     key = content_key(checkpoint=ckpt["state_dict"], planner=to_dict(cfg.planner),
-                      control=to_dict(cfg.control), suite=cfg.data.suite, seed=cfg.seed, **({"value_agent": agent_key} if value else {}))
+                      control=to_dict(cfg.control), suite=cfg.data.suite, seed=cfg.seed, **({"flat": True} if flat else {}),
+                      **({"value_agent": agent_key} if agent_key else {}))
     stage = _stage_name("control", out_csv, run)
     if cache.fresh(stage, key, out_csv):
         df = pd.read_csv(out_csv)
         out(f"\ncontrol: inputs unchanged, reusing {out_csv}")
         return df, {}
     learner = learner_from_checkpoint(ckpt, device=cfg.device)
-    ac = load_value_agent(run, learner, cfg.device) if value else None
+    # the value agent's run trained the prior further on its replay: the flat planner gets that prior too (same data)
+    trained = cfg.agent.env_steps > 0 and (run / AGENT_CHECKPOINT).exists()
+    ac = load_value_agent(run, learner, cfg.device) if trained else None
+    ac = ac if value else None
     suite = suite or task_suites.make(cfg.data.suite, seed=cfg.seed)
     seed_everything(cfg.seed)
     df, info, judge = evaluate_control(cfg, learner, suite, progress=progress, actor_critic=ac)
@@ -692,7 +696,7 @@ def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat
         planner = {"agent": "flat planner", "planner": p.name, "plan_horizon": p.horizon, "plan_population": p.population,
                    "plan_iterations": p.iterations, "policy_samples": 0, "plan_particles": p.particles,
                    "plan_propagation": p.propagation}
-    agent_env_steps = _agent_env_steps(run) if value else 0
+    agent_env_steps = _agent_env_steps(run) if trained else 0
     budget = {**planner, "num_evals": info.get("num_evals", 1),
               "adaptation_episodes": info["adaptation_episodes"], "evaluation_episodes": info["evaluation_episodes"],
               "max_episode_steps": info.get("max_episode_steps", suite.max_episode_steps), "adapt_steps": c.adapt_steps,
@@ -717,8 +721,9 @@ def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat
         if "mean_success_rate" in info:
             out(f"mean success rate: {info['mean_success_rate']:.3f}   mean return: {info['mean_return']:.1f}")
         out(f"meta-training data: {ckpt['env_steps']} env steps from {json.dumps(ckpt['sources'])}")
-        if value:
-            out(f"value agent's training: {agent_env_steps} env steps in all (track {budget['track']})")
+        if trained:
+            out(f"the value agent's run: {agent_env_steps} env steps in all (track {budget['track']}); its prior, trained "
+                "on them, is the one used here")
         out(f"test-time env steps: {info['adapt_env_steps']} adaptation + {info['eval_env_steps']} evaluation "
             f"({info['seconds']:.0f} s)")
     out(f"wrote {out_csv}")
