@@ -64,7 +64,7 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     p.add_argument("--flat", action="store_true",
                    help="score today's flat planner even if the run trained a value-guided agent (agent.pt)")
     p.add_argument("--no-progress", action="store_true")
-    add_config_flags(p, defaults, sections=["run", "planner", "control"], default_note="the checkpoint's")
+    add_config_flags(p, defaults, sections=["run", "planner", "control", "agent"], default_note="the checkpoint's")
 
     p = sub.add_parser("plot", usage="meta-mbrl plot RUN [--out DIR]",
                        help="PNG figures of a run directory: training curve, few-shot error against K, control")
