@@ -1,7 +1,8 @@
 """Control results of value-guided agent runs: per-class success beside today's flat agent, and learning curves.
 
 Reads run directories written by ``meta-mbrl train ... --agent-env-steps N`` (``control.csv``: the value-guided
-agent; ``control_flat.csv``: today's flat planner on the same prior; ``agent_log.csv``: one row per training round)
+agent; ``control_flat.csv``: today's flat planner on the same prior; any other ``control*.csv``, e.g. the
+value agent in policy mode; ``agent_log.csv``: one row per training round)
 and writes
 
 - ``benchmarks/results/<name>.csv``: one row per run, agent and test class: success rate (Meta-World's own
@@ -25,10 +26,10 @@ def _run_rows(run: Path) -> list[pd.DataFrame]:
     rows = []
     log = pd.read_csv(run / "agent_log.csv") if (run / "agent_log.csv").exists() else None
     wall = float(log["seconds"].sum()) if log is not None else float("nan")
-    for name, agent in (("control.csv", None), ("control_flat.csv", "flat planner")):
-        if not (run / name).exists():
-            continue
-        df = pd.read_csv(run / name)
+    for path in sorted(run.glob("control*.csv")):
+        name = path.name
+        agent = "flat planner" if name == "control_flat.csv" else None
+        df = pd.read_csv(path)
         keep = [c for c in ("task_class", "task", "success_rate", "eval_return", "agent", "planner", "plan_horizon",
                             "plan_population", "plan_iterations", "policy_samples", "adaptation_episodes",
                             "evaluation_episodes", "num_evals", "meta_batch_size", "mean_return", "train_env_steps",
@@ -37,6 +38,7 @@ def _run_rows(run: Path) -> list[pd.DataFrame]:
         if agent is not None and "agent" not in df:
             df["agent"] = agent
         df.insert(0, "run", run.name)
+        df.insert(1, "file", name)
         df["agent_train_seconds"] = wall
         rows.append(df)
     return rows
@@ -59,7 +61,7 @@ def main() -> None:
         raise SystemExit("runs: none of them holds control.csv; train with --agent-env-steps first")
     table = pd.concat(tables, ignore_index=True)
     report(table, args.name, "Control on held-out test goals (metaworld.evaluation): value-guided agent vs flat planner")
-    summary = table.groupby(["run", "agent"], sort=False).agg(
+    summary = table.groupby(["run", "file", "agent"], sort=False).agg(
         success=("success_rate", "mean"), mean_return=("mean_return", "first"), env_steps=("train_env_steps", "first"),
         track=("track", "first"), train_seconds=("agent_train_seconds", "first")).reset_index()
     report(summary, f"{args.name}_summary", "Mean success per run and agent")
