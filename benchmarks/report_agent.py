@@ -76,12 +76,13 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-        for run, g in curve.groupby("run", sort=False):
+        for i, (run, g) in enumerate(curve.groupby("run", sort=False)):
+            color = f"C{i}"
             ev = g.dropna(subset=["eval_success"]) if "eval_success" in g else g.iloc[:0]
-            axes[0].plot(ev["env_steps"], ev["eval_success"], marker="o", label=f"{run} (test goals)")
+            axes[0].plot(ev["env_steps"], ev["eval_success"], marker="o", color=color, label=f"{run} (test goals)")
             if "collect_success" in g and g["collect_success"].notna().any():
-                axes[0].plot(g["env_steps"], g["collect_success"], ls=":", label=f"{run} (training episodes)")
-            axes[1].plot(g["env_steps"], g["collect_return"], label=run)
+                axes[0].plot(g["env_steps"], g["collect_success"], ls=":", color=color, label=f"{run} (training episodes)")
+            axes[1].plot(g["env_steps"], g["collect_return"], color=color, label=run)
         axes[0].set(xlabel="env steps", ylabel="success rate", ylim=(-0.05, 1.05), title="success")
         axes[1].set(xlabel="env steps", ylabel="episode return (training goals)", title="return")
         axes[0].legend(fontsize=7)

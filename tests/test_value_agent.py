@@ -15,7 +15,6 @@ from meta_mbrl import MAML, DynamicsMLP, collect
 from meta_mbrl.agent import MetaMBRLAgent
 from meta_mbrl.data.buffer import TaskBuffer
 from meta_mbrl.evaluation import protocol_evaluation, random_agent_returns
-from meta_mbrl.models import FunctionModel
 from meta_mbrl.models.actor_critic import ActorCritic
 from meta_mbrl.planning import MPPI
 from meta_mbrl.training.actor_critic import ActorCriticTrainer, sample_value_batch

@@ -2,10 +2,10 @@
 
 ``quick`` is the README's main job (meta-train on ML10 in minutes on 2 CPU cores). ``long`` meta-trains on all
 50 goals per class for 10k steps and scores 5 goals per test class (sized for 2 CPU cores within 2 hours).
-``ml1`` trains the value-guided agent on
-one Meta-World class (``--suite ml1:push-v3``) and scores 10 test goals, one sub-env at a time (Meta-World's
-judge counts the first episodes to finish per class, so several sub-envs of one class favour the episodes that end early
-on success), each with 10 adaptation and 3 scored episodes. ``full`` is meant for a GPU machine (``--device cuda``). ``test`` is a seconds-long smoke run for CI.
+``ml1`` trains the value-guided agent on one Meta-World class (``--suite ml1:push-v3``) and scores 10 test
+goals, one sub-env at a time (Meta-World's judge counts the first episodes to finish per class, so several sub-envs
+of one class favour the episodes that end early on success), each with 10 adaptation and 3 scored episodes.
+``full`` is meant for a GPU machine (``--device cuda``). ``test`` is a seconds-long smoke run for CI.
 """
 
 # the recommended few-shot setting (issue: adaptation that improves with context): ALPaCA with a recency-weighted

@@ -22,7 +22,8 @@ from meta_mbrl.checks import MAX_LR, check_bool, check_float, check_int, check_s
 
 __all__ = [
     "DataSection", "ModelSection", "MAMLSection", "ReptileSection", "CaDMSection", "PEARLSection", "MultiTaskSection",
-    "FineTuneSection", "ALPaCASection", "LearnerSection", "TrainSection", "KShotSection", "PlannerSection", "ControlSection", "AgentSection", "RunConfig",
+    "FineTuneSection", "ALPaCASection", "LearnerSection", "TrainSection", "KShotSection", "PlannerSection", "ControlSection",
+    "AgentSection", "RunConfig",
     "SECTIONS", "FAMILY_OF",
 ]
 
