@@ -383,7 +383,6 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
                                   f"--outer-lr {t.outer_lr / 3:.2g}) and --resume-with-changes") from None
         kshot = kshot_run(run, run / "kshot.csv", progress=progress, out=out, suite=suite, cfg=cfg)
         if cfg.agent.env_steps:
-            learner.load_state_dict(load_checkpoint(run / "checkpoint.pt")["state_dict"])
             agent_stage(cfg, suite, run, learner, buffer, progress=progress, out=out)
             out("\ntoday's agent (flat planner, no value), same prior and test protocol:")
             control_run(run, run / "control_flat.csv", out=out, suite=suite, cfg=cfg, progress=progress, flat=True)
