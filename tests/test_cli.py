@@ -247,3 +247,23 @@ def test_train_the_recommended_learner_end_to_end_on_point_mass(tmp_path, capsys
     df = pd.read_csv(run / "kshot.csv")
     assert {"persistence", "context_mean", "ridge"} <= set(df.method) and (run / "kshot.summary.csv").exists()
     assert main(args) == 0 and "few-shot benchmark: inputs unchanged" in capsys.readouterr().out
+
+
+def test_train_with_the_value_agent_writes_both_control_tables_and_resumes(tmp_path, capsys):
+    run = tmp_path / "va"
+    args = ["train", "--suite", "point-mass", "--preset", "test", "--agent-env-steps", "400", "--agent-hidden", "16", "16",
+            "--agent-tasks-per-round", "2", "--run-dir", str(run), "--no-progress"]
+    assert main(args) == 0
+    value, flat = pd.read_csv(run / "control.csv"), pd.read_csv(run / "control_flat.csv")
+    assert set(value["agent"]) == {"value-guided (plan)"} and set(flat["agent"]) == {"flat planner"}
+    assert (value["policy_samples"] == 24).all() and (flat["policy_samples"] == 0).all()
+    assert (value["train_env_steps"] == 400).all() and (value["track"] == "rl").all()
+    log = pd.read_csv(run / "agent_log.csv")
+    assert log["env_steps"].iloc[-1] == 400 and log["updates"].iloc[-1] > 0
+    capsys.readouterr()
+    assert main(args) == 0  # everything reused
+    out = capsys.readouterr().out
+    assert "resumed the value agent" in out and "reusing" in out
+    assert main(["evaluate", "--checkpoint", str(run), "--agent-mode", "policy", "--out", str(tmp_path / "p.csv"),
+                 "--no-progress"]) == 0
+    assert set(pd.read_csv(tmp_path / "p.csv")["agent"]) == {"value-guided (policy)"}
