@@ -160,6 +160,18 @@ class MetaMBRLAgent:
         self._noise.reset(np.ones(self.num_envs, dtype=bool))
         self._infer_task()
 
+    def prime(self, contexts) -> None:
+        """Adds earlier transitions of each env's task to its history, then re-infers the task vectors.
+
+        ``contexts``: one entry per env, ``None`` or rows ``(obs, act, reward, next_obs)`` (e.g. a task's replay,
+        so that collection on a training task acts on its posterior).
+        """
+        if len(contexts) != self.num_envs:
+            raise ValueError(f"contexts: expected one entry per env ({self.num_envs}), got {len(contexts)}")
+        for h, rows in zip(self._history, contexts):
+            h.extend(rows or [])
+        self._infer_task()
+
     def _infer_task(self) -> None:
         """The actor-critic's task vectors from each env's history (its prior vector while a history is empty)."""
         if self.actor_critic is None:

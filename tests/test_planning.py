@@ -431,28 +431,10 @@ def test_imagine_with_value_equals_hand_computed_sum():
     assert torch.equal(imagine(model, obs_b, acts_b, discount=0.9, value=lambda s: s.new_zeros(s.shape[:-1])), plain)
 
 
-class TwoMembers:
-    """Two hand-made members, stacked like an EnsembleAdaptedModel: member 0 moves by ``a`` and is rewarded its
-    position, member 1 moves by ``2a`` and earns nothing."""
-
-    obs_dim, act_dim, ensemble_size = 1, 1, 2
-    fns = (lambda o, a: (o + a, (o + a).sum(-1)), lambda o, a: (o + 2 * a, torch.zeros(o.shape[:-1], dtype=o.dtype)))
-
-    def predict_members_unchecked(self, obs, act, per_member=False):
-        from meta_mbrl.types import Prediction
-        outs = [f(obs[i] if per_member else obs, act[i] if per_member else act) for i, f in enumerate(self.fns)]
-        return Prediction(torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs]))
-
-    predict_members = predict_members_unchecked
-
-    def predict(self, obs, act):
-        from meta_mbrl.types import Prediction
-        p = self.predict_members(obs, act)
-        return Prediction(p.next_obs.mean(0), p.reward.mean(0))
-
-
 def test_imagine_with_value_over_ensemble_particles_and_bonus():
-    ens, d = TwoMembers(), 0.9
+    from test_exploration import _two_members  # member 0 moves by a and earns its position, member 1 moves by 2a
+
+    ens, d = _two_members(), 0.9
     value = lambda s: 3.0 * s[..., 0] - 1.0
     g = torch.Generator().manual_seed(0)
     obs = torch.rand(2, 1, generator=g)

@@ -201,11 +201,8 @@ def _loop(learner, ac, suite, buffer, make_agent, total, *, tasks, tasks_per_rou
         chunk = [tasks[(first + i) % len(tasks)] for i in range(min(tasks_per_round, len(tasks)))]
         learner.eval()
         agent = make_agent(learner, ac, len(chunk), int(rng.integers(2**31)))
-        if prime_context and hasattr(agent, "_history"):
-            for i, task in enumerate(chunk):
-                for row in _context(buffer, task.id, prime_context, rng) or []:
-                    agent._history[i].append(row)
-            agent._infer_task()
+        if prime_context and hasattr(agent, "prime"):
+            agent.prime([_context(buffer, task.id, prime_context, rng) for task in chunk])
         before = buffer.env_steps
         collect(suite, chunk, agent, episodes_per_task=episodes_per_round, seed=seed + 7919 * (r + 1), buffer=buffer,
                 progress=progress, source=f"{VALUE_AGENT_SOURCE}/round{r + 1}")
