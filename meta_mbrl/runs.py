@@ -54,11 +54,38 @@ def build_learner(cfg: RunConfig, obs_dim: int, act_dim: int):
                         model_kwargs=model_kwargs(cfg), seed=cfg.seed, **learner_kwargs(cfg))
 
 
+def build_hierarchical(cfg: RunConfig, suite, horizon: int, population: int, iterations: int, seed: int | None = None):
+    """The hierarchical planner of the planner section's subgoal settings (the suite's subgoal dims and scale where the
+    config leaves them 0), its low-level CEM of ``horizon`` / ``population`` / ``iterations``."""
+    from meta_mbrl.planning import CEM, HierarchicalPlanner
+
+    p = cfg.planner
+    seed = cfg.seed if seed is None else seed
+    dims = p.subgoal_dims or tuple(getattr(suite, "subgoal_dims", ()))
+    if not dims:
+        raise ValueError(f"planner.subgoal_dims: suite {suite.name!r} names no default subgoal dims; give them "
+                         "(--plan-subgoal-dims, observation indices)")
+    if max(dims) >= suite.obs_dim:
+        raise ValueError(f"planner.subgoal_dims: expected observation indices < {suite.obs_dim} (the obs dim of "
+                         f"{suite.name!r}), got {dims}")
+    low = None
+    if p.low_level == "cem":
+        low = CEM(suite.action_low, suite.action_high, horizon=horizon, population=population, iterations=iterations,
+                  seed=seed + 1, device=cfg.device)
+    return HierarchicalPlanner(
+        suite.action_low, suite.action_high, horizon, subgoal_dims=dims,
+        subgoal_scale=p.subgoal_scale or getattr(suite, "subgoal_scale", 1.0), segment=p.segment,
+        num_subgoals=p.num_subgoals, population=p.subgoal_population, iterations=p.subgoal_iterations,
+        track_samples=p.track_samples, track_lookahead=p.track_lookahead, subgoal_every=p.subgoal_every, low=low, seed=seed, device=cfg.device)
+
+
 def build_planner(cfg: RunConfig, suite):
     """The planner a config asks for, over the suite's action bounds."""
     from meta_mbrl.planning import CEM, MPPI, RandomShooting
 
     p = cfg.planner
+    if p.name == "hierarchical":
+        return build_hierarchical(cfg, suite, p.horizon, p.population, p.iterations)
     common = dict(action_low=suite.action_low, action_high=suite.action_high, horizon=p.horizon,
                   population=p.population, seed=cfg.seed, device=cfg.device)
     if p.name == "cem":
@@ -120,9 +147,12 @@ def build_value_agent(cfg: RunConfig, learner, actor_critic, suite, num_envs: in
 
     a, c = cfg.agent, cfg.control
     seed = cfg.seed if seed is None else seed
-    cls = MPPI if a.planner == "mppi" else CEM
-    planner = cls(suite.action_low, suite.action_high, horizon=a.horizon, population=a.population,
-                  iterations=a.iterations, seed=seed, device=cfg.device)
+    if a.planner == "hierarchical":
+        planner = build_hierarchical(cfg, suite, a.horizon, a.population, a.iterations, seed=seed)
+    else:
+        cls = MPPI if a.planner == "mppi" else CEM
+        planner = cls(suite.action_low, suite.action_high, horizon=a.horizon, population=a.population,
+                      iterations=a.iterations, seed=seed, device=cfg.device)
     return MetaMBRLAgent(learner, planner, num_envs=num_envs, adapt_opts=adapt_opts(cfg), seed=seed,
                          actor_critic=actor_critic, mode=a.mode, plan_share=a.plan_share, policy_samples=a.policy_samples,
                          online=c.online, context_size=c.context_size)

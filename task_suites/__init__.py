@@ -4,6 +4,7 @@ Names:
     ``"ml10"``, ``"ml45"``, ``"ml1:<env-name>"`` (e.g. ``"ml1:reach-v3"``): Meta-World v3, goals hidden.
     ``"custom:<train,...>|<test,...>"``: a custom ML split over any Meta-World v3 classes.
     ``"point-mass"``: the fast suite for tests and tutorials.
+    ``"point-maze"``: the point mass in a maze, goal behind a wall: a long-horizon suite (hierarchy, transfer).
 
 Every suite's ``make_env(task, seed)`` returns a registered gymnasium env, exactly what ``gym.make``
 of its id returns (with the ``TimeLimit``). The ids are registered at ``import task_suites``:
@@ -11,6 +12,8 @@ of its id returns (with the ``TimeLimit``). The ids are registered at ``import t
 ``"task_suites/PointMass-v0"``
     One point mass; kwargs ``mass`` (1.0), ``damping`` (0.5), ``goal`` (``(0.0, 0.0)``) and
     ``render_mode`` (``None`` or ``"rgb_array"``); 50 steps per episode (``max_episode_steps=`` changes it).
+``"task_suites/PointMaze-v0"``
+    One maze: the point mass's kwargs plus ``walls`` and ``start_region``; 100 steps per episode.
 ``"task_suites/MetaWorld-v0"``
     One task of a Meta-World suite by its stable id: ``task_id="ml10/test/door-close-v3/03"`` (the id's
     prefix names the suite: ``ml10``, ``ml45``, ``ml1:<env>``, ``custom:<train>|<test>``), ``suite_seed``
@@ -33,14 +36,16 @@ Example:
 from __future__ import annotations
 
 from task_suites.base import BaseSuite, Task
+from task_suites.maze import PointMazeEnv, PointMazeSuite
 from task_suites.point_mass import PointMassEnv, PointMassSuite
-from task_suites.registration import METAWORLD_ID, POINT_MASS_ID, register_envs
+from task_suites.registration import METAWORLD_ID, POINT_MASS_ID, POINT_MAZE_ID, register_envs
 
-__all__ = ["make", "Task", "BaseSuite", "PointMassSuite", "PointMassEnv", "NAMES", "POINT_MASS_ID", "METAWORLD_ID"]
+__all__ = ["make", "Task", "BaseSuite", "PointMassSuite", "PointMassEnv", "PointMazeSuite", "PointMazeEnv", "NAMES", "POINT_MASS_ID",
+           "POINT_MAZE_ID", "METAWORLD_ID"]
 
 register_envs()
 
-NAMES = ("ml10", "ml45", "ml1:<env-name>", "custom:<train,...>|<test,...>", "point-mass")
+NAMES = ("ml10", "ml45", "ml1:<env-name>", "custom:<train,...>|<test,...>", "point-mass", "point-maze")
 
 
 def make(name: str, seed: int = 0, **kwargs) -> BaseSuite:
@@ -51,6 +56,8 @@ def make(name: str, seed: int = 0, **kwargs) -> BaseSuite:
     low = key.lower()
     if low == "point-mass":
         return PointMassSuite(seed=seed, **kwargs)
+    if low == "point-maze":
+        return PointMazeSuite(seed=seed, **kwargs)
     from task_suites.metaworld_suite import MetaWorldSuite
 
     if low == "ml10":

@@ -42,6 +42,11 @@ class BaseSuite:
     object_slices: tuple[tuple[int, int], ...] = ()
     """Where the observation holds the positions of the objects the agent can move, as ``(start, stop)``
     slices (Meta-World: the two object positions). Empty where there is no object (point-mass)."""
+    subgoal_dims: tuple[int, ...] = ()
+    """The observation indices a hierarchical planner's subgoals live in by default (a position: the point mass's,
+    Meta-World's gripper); empty where the suite names none (then the planner must be told)."""
+    subgoal_scale: float = 1.0
+    """A typical distance between subgoals in those dims (observation units): the spread of the first proposals."""
 
     def make_env(self, task: Task, seed: int | None = None) -> gym.Env:  # pragma: no cover - abstract
         raise NotImplementedError

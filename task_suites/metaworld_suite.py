@@ -79,6 +79,8 @@ class MetaWorldSuite(BaseSuite):
     # Meta-World v3 observations: hand xyz (0:3), gripper (3), object 1 xyz (4:7) + quaternion (7:11),
     # object 2 xyz (11:14) + quaternion (14:18), the previous frame's 18 (18:36), the goal (36:39, hidden)
     object_slices = ((4, 7), (11, 14))
+    subgoal_dims = (0, 1, 2)  # the gripper's position
+    subgoal_scale = 0.15  # metres
 
     def __init__(
         self,

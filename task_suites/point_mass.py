@@ -217,6 +217,10 @@ class PointMassSuite(BaseSuite):
     act_dim = 2
     action_low = -np.ones(2, dtype=np.float32)
     action_high = np.ones(2, dtype=np.float32)
+    batched_vec_env = True
+    subgoal_dims = (0, 1)
+    subgoal_scale = 1.0
+    """Its sync vector env is one numpy-batched env: collection puts every task in it at once."""
 
     def __init__(self, seed: int = 0, num_train: int = 40, num_test: int = 10, max_episode_steps: int = 50):
         self.name = "point-mass"

@@ -3,6 +3,8 @@
 Ids:
     ``task_suites/PointMass-v0``: :class:`~task_suites.point_mass.PointMassEnv`; kwargs ``mass``,
     ``damping``, ``goal``, ``render_mode``; 50-step ``TimeLimit``.
+    ``task_suites/PointMaze-v0``: :class:`~task_suites.maze.PointMazeEnv`, the point mass in a maze; kwargs
+    ``mass``, ``damping``, ``goal``, ``walls``, ``start_region``, ``render_mode``; 100-step ``TimeLimit``.
     ``task_suites/MetaWorld-v0``: one task of a Meta-World suite, by its stable id; kwargs
     ``task_id`` (e.g. ``"ml10/test/door-close-v3/03"``; its prefix names the suite), ``suite_seed``
     (the suite's goal seed, default 0), ``render_mode``; 500-step ``TimeLimit``.
@@ -12,7 +14,7 @@ Registration is idempotent: importing (or reloading) the package again registers
 Example:
     >>> import gymnasium as gym
     >>> import task_suites
-    >>> POINT_MASS_ID in gym.registry and METAWORLD_ID in gym.registry
+    >>> POINT_MASS_ID in gym.registry and POINT_MAZE_ID in gym.registry and METAWORLD_ID in gym.registry
     True
 """
 
@@ -20,9 +22,10 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["POINT_MASS_ID", "METAWORLD_ID", "register_envs"]
+__all__ = ["POINT_MASS_ID", "POINT_MAZE_ID", "METAWORLD_ID", "register_envs"]
 
 POINT_MASS_ID = "task_suites/PointMass-v0"
+POINT_MAZE_ID = "task_suites/PointMaze-v0"
 METAWORLD_ID = "task_suites/MetaWorld-v0"
 
 
@@ -30,5 +33,7 @@ def register_envs() -> None:
     """Registers the ids above with gymnasium, unless they are registered already."""
     if POINT_MASS_ID not in gym.registry:
         gym.register(POINT_MASS_ID, entry_point="task_suites.point_mass:PointMassEnv", max_episode_steps=50)
+    if POINT_MAZE_ID not in gym.registry:
+        gym.register(POINT_MAZE_ID, entry_point="task_suites.maze:PointMazeEnv", max_episode_steps=100)
     if METAWORLD_ID not in gym.registry:
         gym.register(METAWORLD_ID, entry_point="task_suites.metaworld_suite:make_task_env", max_episode_steps=500)

@@ -80,7 +80,7 @@ class DataSection:
     PREFIX: ClassVar[str] = ""
 
     suite: str = "ml10"
-    """Task suite name (task_suites.make): ml10, ml45, ml1:<env>, custom:<a,b>|<c>, point-mass."""
+    """Task suite name (task_suites.make): ml10, ml45, ml1:<env>, custom:<a,b>|<c>, point-mass, point-maze."""
     tasks_per_class: int = 10
     """Training tasks (goals) used per training class; 0 means all."""
     episodes_per_task: int = 1
@@ -413,8 +413,9 @@ class PlannerSection:
     SECTION: ClassVar[str] = "planner"
     PREFIX: ClassVar[str] = "plan-"
 
-    name: Literal["cem", "mppi", "rs"] = alias("--planner", default="cem")
-    """Planner: cem, mppi or rs (random shooting)."""
+    name: Literal["cem", "mppi", "rs", "hierarchical"] = alias("--planner", default="cem")
+    """Planner: cem, mppi, rs (random shooting) or hierarchical (subgoals every plan-segment steps, scored through the
+    model, reached by a CEM with the horizon, population and iterations above)."""
     horizon: int = 10
     """Planning horizon H (steps imagined ahead)."""
     population: int = 200
@@ -426,13 +427,45 @@ class PlannerSection:
     ensemble, a multiple of the ensemble size."""
     propagation: Literal["ts1", "tsinf", "mean"] = "ts1"
     """How particles move through an ensemble: ts1 (member re-drawn every step), tsinf (fixed per particle), mean."""
+    subgoal_dims: tuple[int, ...] = ()
+    """Hierarchical: observation indices the subgoals live in; empty: the suite's (point mass and maze: position;
+    Meta-World: the gripper's position)."""
+    subgoal_scale: float = 0.0
+    """Hierarchical: std of a subgoal around the current state at the first iteration, in observation units; 0: the
+    suite's (maze 1.2, point mass 1.0, Meta-World 0.15 m)."""
+    segment: int = 16
+    """Hierarchical: imagined steps k between subgoals."""
+    num_subgoals: int = 5
+    """Hierarchical: subgoals M per sequence (the high level looks M * k steps ahead)."""
+    subgoal_population: int = 64
+    """Hierarchical: subgoal sequences per high-level iteration."""
+    subgoal_iterations: int = 3
+    """Hierarchical: high-level CEM iterations."""
+    track_samples: int = 9
+    """Hierarchical: actions the tracking controller tries at every imagined step of the high level."""
+    track_lookahead: float = 3.0
+    """Hierarchical: the tracker aims the predicted move this many steps ahead (momentum); 0 is greedy."""
+    subgoal_every: int = 1
+    """Hierarchical: plans between high-level replans (1: every plan; k: once per segment, the subgoals kept between)."""
+    low_level: Literal["cem", "none"] = "cem"
+    """Hierarchical: refine the best path's actions with a CEM towards the first subgoal (cem) or play them (none)."""
 
     def __post_init__(self):
         _choice(self, "name")
-        for n in ("horizon", "population", "iterations"):
+        for n in ("horizon", "population", "iterations", "segment", "num_subgoals", "subgoal_iterations",
+                  "track_samples", "subgoal_every"):
             _int(self, n)
+        _int(self, "subgoal_population", 2)
         _int(self, "particles", 0)
         _choice(self, "propagation")
+        _choice(self, "low_level")
+        dims = self.subgoal_dims
+        if not isinstance(dims, tuple) or len(set(dims)) != len(dims):
+            raise ValueError(f"planner.subgoal_dims: expected a tuple of distinct observation indices, got {dims!r}")
+        for d in dims:
+            check_int("planner.subgoal_dims", d, minimum=0)
+        _float(self, "subgoal_scale", strict=False)
+        _float(self, "track_lookahead", strict=False)
 
 
 @dataclass(frozen=True)
@@ -522,8 +555,9 @@ class AgentSection:
     episode per test task); 0: none."""
     mode: Literal["plan", "policy"] = "plan"
     """Scored actions: plan (planner + policy proposals + terminal value) or policy (the policy's mean action)."""
-    planner: Literal["mppi", "cem"] = "mppi"
-    """The value-guided planner."""
+    planner: Literal["mppi", "cem", "hierarchical"] = "mppi"
+    """The value-guided planner (hierarchical: the planner section's subgoal settings, the value scoring the subgoals
+    and this section's horizon, population and iterations for the low level)."""
     horizon: int = 3
     """Its horizon (the value covers the rest)."""
     population: int = 64

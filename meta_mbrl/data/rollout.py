@@ -111,7 +111,7 @@ def collect(
             f"buffer: expected obs/act dims {(suite.obs_dim, suite.act_dim)}, got {(buffer.obs_dim, buffer.act_dim)}"
         )
     if num_envs is None:
-        num_envs = len(tasks) if suite.name == "point-mass" else min(len(tasks), 10)
+        num_envs = len(tasks) if getattr(suite, "batched_vec_env", False) else min(len(tasks), 10)
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs: expected an int >= 1, got {num_envs!r}")
     pol = make_policy(policy, suite.action_low, suite.action_high, suite.max_episode_steps, seed)

@@ -1,7 +1,7 @@
 """Planning: objectives from a dynamics model, sampling planners, and the MPC controller.
 
 ``make_objective(model, obs)`` turns any DynamicsModel into ``actions -> returns``; a planner
-(:class:`CEM`, :class:`MPPI`, :class:`RandomShooting`) maximizes it with ``plan(objective, init_mean)``;
+(:class:`CEM`, :class:`MPPI`, :class:`RandomShooting`, :class:`HierarchicalPlanner`) maximizes it with ``plan(objective, init_mean)``;
 :class:`MPCController` keeps the warm start and acts. Everything is batched over ``B`` envs.
 
 Example:
@@ -16,12 +16,13 @@ Example:
 
 from meta_mbrl.planning.base import ObjectiveFn, Planner, colored_noise
 from meta_mbrl.planning.cem import CEM
+from meta_mbrl.planning.hierarchical import HierarchicalPlanner, SubgoalModel
 from meta_mbrl.planning.mpc import MPCController
 from meta_mbrl.planning.mppi import MPPI
 from meta_mbrl.planning.objective import Objective, imagine, make_objective
 from meta_mbrl.planning.random_shooting import RandomShooting
 
 __all__ = [
-    "CEM", "MPCController", "MPPI", "Objective", "ObjectiveFn", "Planner", "RandomShooting", "colored_noise",
+    "CEM", "HierarchicalPlanner", "MPCController", "MPPI", "Objective", "ObjectiveFn", "Planner", "RandomShooting", "SubgoalModel", "colored_noise",
     "imagine", "make_objective",
 ]

@@ -250,16 +250,23 @@ class MPCController:
     def reset(self, mask: np.ndarray | torch.Tensor | None = None) -> None:
         """Forgets the warm start of the envs in the boolean ``mask (B,)`` (all if ``None``).
 
-        The next ``act`` replans, starting those envs from mid-range actions.
+        The next ``act`` replans, starting those envs from mid-range actions. A planner that keeps state of its
+        own between plans (:class:`~meta_mbrl.planning.HierarchicalPlanner`'s subgoals) has its ``reset(mask)``
+        called too.
         """
+        planner_reset = getattr(self.planner, "reset", None)
         if mask is None:
             self._fresh.fill_(True)
+            if callable(planner_reset):
+                planner_reset(None)
             return
         m = torch.as_tensor(np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask))
         if m.dtype != torch.bool or tuple(m.shape) != (self.num_envs,):
             raise ValueError(f"mask: expected a boolean array of shape ({self.num_envs},), got dtype {m.dtype} "
                              f"shape {tuple(m.shape)}")
         self._fresh |= m.to(self.device)
+        if callable(planner_reset):
+            planner_reset(m)
 
     def __repr__(self) -> str:
         return (f"MPCController({self.planner!r}, num_envs={self.num_envs}, replan_every={self.replan_every}, "
