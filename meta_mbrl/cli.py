@@ -97,6 +97,9 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, default=2, help="target tasks per test class (default: 2)")
     p.add_argument("--finetune-steps", type=int, default=300, help="Adam steps of both arms at every amount (default: 300)")
     p.add_argument("--finetune-lr", type=float, default=1e-3, help="their learning rate (default: 0.001)")
+    p.add_argument("--units", choices=["prior", "target"], default="prior",
+                   help="model error units: the prior's normalizers, as bench kshot (default), or the held-out target "
+                        "data's own std (for a prior whose normalizers saw some dims constant)")
     p.add_argument("--no-control", action="store_true", help="model error only")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults, sections=["run", "kshot", "planner", "control"], default_note="the checkpoint's")
@@ -160,7 +163,7 @@ def _run(args: argparse.Namespace) -> None:
         runs.kshot_run(args.checkpoint, args.out, overrides=overrides, progress=progress)
     elif args.bench == "transfer":
         runs.transfer_run(args.checkpoint, args.suite, args.out, amounts=args.amounts, tasks=args.tasks,
-                          steps=args.finetune_steps, lr=args.finetune_lr, control=not args.no_control,
+                          steps=args.finetune_steps, lr=args.finetune_lr, control=not args.no_control, units=args.units,
                           overrides=overrides, progress=progress)
     elif args.bench == "data":
         runs.data_run(make_config(args.preset, overrides), args.sources, args.out, progress=progress)

@@ -941,8 +941,8 @@ def _name_of(learner) -> str:
 # ---------------------------------------------------------------------------------------------- transfer
 def transfer_run(checkpoint: str | os.PathLike, suite: str, out_csv: str | os.PathLike,
                  amounts=(0, 30, 100, 300, 1000), tasks: int = 2, steps: int = 300, lr: float = 1e-3,
-                 control: bool = True, overrides: dict | None = None, progress: bool = True, out=print,
-                 plot: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 control: bool = True, units: str = "prior", overrides: dict | None = None, progress: bool = True,
+                 out=print, plot: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``meta-mbrl bench transfer``: a checkpoint's prior fine-tuned on a target suite's tasks vs scratch.
 
     Runs :func:`~meta_mbrl.evaluation.transfer.transfer_curves` on the first ``tasks`` test tasks of each class of
@@ -964,6 +964,8 @@ def transfer_run(checkpoint: str | os.PathLike, suite: str, out_csv: str | os.Pa
         tasks: target tasks per test class (``>= 1``).
         steps / lr: the Adam fit of both arms.
         control: also score control (success, return).
+        units: the model error's units, ``"prior"`` (the few-shot benchmark's) or ``"target"`` (see
+            :func:`~meta_mbrl.evaluation.transfer.transfer_curves`).
         overrides: dotted config overrides (seed, device, kshot, planner, control sections).
 
     Returns:
@@ -978,6 +980,8 @@ def transfer_run(checkpoint: str | os.PathLike, suite: str, out_csv: str | os.Pa
     from meta_mbrl.evaluation.transfer import check_amounts, control_scores, transfer_curves, transfer_table
 
     amounts = [int(a) for a in check_amounts(amounts)]
+    if units not in ("prior", "target"):
+        raise ValueError(f"units: expected 'prior' or 'target', got {units!r}")
     if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
         raise ValueError(f"tasks: expected an int >= 1 (target tasks per test class), got {tasks!r}")
     ckpt = load_checkpoint(checkpoint)
@@ -1007,11 +1011,12 @@ def transfer_run(checkpoint: str | os.PathLike, suite: str, out_csv: str | os.Pa
     curves, info = transfer_curves(
         learner, target, chosen, amounts, steps=steps, lr=lr, policy=cfg.data.policy, eval_episodes=k.eval_episodes,
         windows=k.windows, eval_length=min(k.eval_length, target.max_episode_steps),
-        horizon=min(10, k.eval_length), control=score if control else None, seed=cfg.seed, progress=progress, out=out)
+        horizon=min(10, k.eval_length), control=score if control else None, units=units, seed=cfg.seed,
+        progress=progress, out=out)
     track = "demo" if str(cfg.data.policy).startswith("demo") else "rl"
     settings = {"source_suite": source, "target_suite": target.name, "learner": _name_of(learner),
                 "checkpoint_step": ckpt["step"], "source_env_steps": ckpt["env_steps"], "tasks": len(chosen),
-                "data_source": track, "policy": cfg.data.policy, "finetune_steps": steps, "finetune_lr": lr,
+                "data_source": track, "policy": cfg.data.policy, "finetune_steps": steps, "finetune_lr": lr, "units": units,
                 "planner": p.name, "plan_horizon": p.horizon, "plan_population": p.population,
                 "plan_iterations": p.iterations, "control_episodes": c.evaluation_episodes if control else 0,
                 "control_max_episode_steps": c.max_episode_steps or target.max_episode_steps, "seed": cfg.seed}

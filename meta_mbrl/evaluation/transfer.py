@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -180,7 +181,7 @@ def transfer_metrics(amounts, transfer, scratch, *, higher_is_better: bool, thre
 def transfer_table(curves: pd.DataFrame, thresholds: dict | None = None) -> pd.DataFrame:
     """:func:`transfer_metrics` of every metric of a :func:`transfer_curves` table (transfer vs scratch).
 
-    Metrics whose curves hold NaN (e.g. ``success`` on a suite that reports none) are left out.
+    Metrics whose curves hold NaN or inf (``success`` on a suite that reports none, a diverged model) are left out.
 
     Args:
         curves: columns ``amount, arm, metric, value`` (arms ``transfer`` and ``scratch``).
@@ -205,7 +206,7 @@ def transfer_table(curves: pd.DataFrame, thresholds: dict | None = None) -> pd.D
         if not {"transfer", "scratch"} <= set(wide.columns):
             continue
         wide = wide[["transfer", "scratch"]]
-        if wide.isna().any().any():
+        if not np.isfinite(wide.to_numpy()).all():
             continue
         m = transfer_metrics(wide.index.to_numpy(), wide["transfer"].to_numpy(), wide["scratch"].to_numpy(),
                              higher_is_better=HIGHER_IS_BETTER.get(metric, False),
@@ -314,6 +315,16 @@ def control_scores(adapted: AdaptedModel, suite, tasks: Sequence, planner, *, ep
     return {"success": success, "return": float(df["eval_return"].mean()), "eval_env_steps": int(info["eval_env_steps"])}
 
 
+class _Unchecked:
+    """An AdaptedModel whose ``predict`` lets non-finite predictions through (a diverged open-loop rollout scores inf)."""
+
+    def __init__(self, model: AdaptedModel):
+        self.model = model
+
+    def predict(self, obs, act):
+        return self.model.predict_unchecked(obs, act)
+
+
 def _stream(buf, task_id: str):
     from meta_mbrl.evaluation.kshot import _stream as stream
 
@@ -342,6 +353,7 @@ def transfer_curves(
     eval_length: int = 32,
     horizon: int = 10,
     control: Callable[[AdaptedModel], dict] | None = None,
+    units: str = "prior",
     seed: int = 0,
     progress: bool = False,
     out: Callable[[str], None] | None = None,
@@ -357,9 +369,10 @@ def transfer_curves(
       never modified), at the prior's own task vector for context-conditioned networks (CaDM, PEARL, task
       embeddings: held fixed). At ``n = 0`` it is the prior as is, with no target data.
     - ``scratch``: a network of the same architecture (``learner.model``'s class and sizes), freshly initialised
-      with ``seed``, trained the same way. At ``n = 0`` it is untrained: its control is a planner on a random model,
-      the correct scratch jump-start. It shares the prior's input/output normalizers, as the few-shot benchmark's
-      scratch model does (which favours scratch: it gets the prior's scaling for free).
+      with ``seed``, trained the same way, knowing nothing of the prior: its input/output normalizers are fit on its
+      own ``n`` transitions of every target task (pooled). At ``n = 0`` it is untrained (the prior's normalizers,
+      which a random network does not care about): its control is a planner on a random model, the correct scratch
+      jump-start. The transfer arm keeps the prior's normalizers (they are part of the prior).
     - ``adapt`` (model error only): the learner's own few-shot adaptation, ``learner.adapt`` on the same ``n``
       transitions (no gradient steps for ALPaCA / CaDM / PEARL, its inner steps for the MAML family); the prior
       at ``n = 0``.
@@ -368,11 +381,17 @@ def transfer_curves(
     ``batch_size`` transitions and minibatches of ``batch_size`` beyond (drawn by one generator seeded with
     ``seed + n`` for both), so the only difference between them is the starting point.
 
-    Model error is measured as in :func:`~meta_mbrl.evaluation.kshot_benchmark`, in the same units (Δobs and
-    observation normalized by the prior's normalizers, reward raw): on ``windows`` segments of ``eval_length``
-    held-out transitions per task (``eval_episodes`` episodes of ``policy``, seed ``seed + 10_000``), 1-step
-    ``dyn_mse`` and ``reward_mse`` and the ``horizon``-step open-loop ``dyn_mse_h10``, averaged over tasks and
-    windows. ``control(model)`` (e.g. :func:`control_scores`), if given, scores each trained arm's model on the
+    Model error is measured as in :func:`~meta_mbrl.evaluation.kshot_benchmark`, by its helper and in its units
+    (``units="prior"``: Δobs and observation divided by the prior's normalizer std, reward raw): on ``windows``
+    segments of ``eval_length`` held-out transitions per task (``eval_episodes`` episodes of ``policy``, seed
+    ``seed + 10_000``), 1-step ``dyn_mse`` and ``reward_mse`` and the ``horizon``-step open-loop ``dyn_mse_h10``,
+    averaged over tasks and windows. ``units="target"`` divides every dimension by one scale of the held-out target
+    data itself instead, the root mean (over dimensions) variance of its Δobs (of its observations for the open-loop
+    error), so ``dyn_mse`` is the squared error as a fraction of the data's mean variance: the yardstick for a prior
+    whose normalizers saw some dimensions constant (an ML10 prior's second-object dims, std 0.001, which move in
+    other Meta-World classes), where the prior's units would let those dims swamp the others. Either way the units are the same for every arm and
+    amount. A model whose open-loop prediction overflows scores ``inf`` (and NaN control: the planner refuses
+    non-finite imagined returns); :func:`transfer_table` leaves such curves out. ``control(model)`` (e.g. :func:`control_scores`), if given, scores each trained arm's model on the
     target tasks and returns ``{"success", "return", ...}``.
 
     Args:
@@ -382,6 +401,7 @@ def transfer_curves(
         steps / lr / batch_size: the Adam fit of both trained arms.
         policy / eval_episodes / windows / eval_length / horizon: target data and model-error windows.
         control: scores a model on the target tasks (None: model error only).
+        units: ``"prior"`` or ``"target"``, the units of the model error (above).
         seed: seeds collection, initialisation and minibatches.
         progress: progress bars of collection.
         out: prints one line per amount if given.
@@ -423,6 +443,8 @@ def transfer_curves(
     if horizon > eval_length or eval_length > suite.max_episode_steps:
         raise ValueError(f"eval_length: expected horizon ({horizon}) <= eval_length <= the suite's episode length "
                          f"({suite.max_episode_steps}), got {eval_length}")
+    if units not in ("prior", "target"):
+        raise ValueError(f"units: expected 'prior' or 'target', got {units!r}")
     T = len(tasks)
     prior = learner.prior(T)
     if not isinstance(prior, AdaptedModel):
@@ -448,12 +470,29 @@ def transfer_curves(
     evals = as_tensor_transitions(Transitions(*(np.concatenate([getattr(s, f)[:w] for s in segs])
                                                 for f in Transitions._fields)), dev, dt)   # (T * W, L, ·)
 
+    if units == "prior":
+        yardstick = net
+    else:
+        from types import SimpleNamespace
+
+        flat = Transitions(*(getattr(evals, f).reshape(-1, *getattr(evals, f).shape[2:]) for f in Transitions._fields))
+        std = lambda v: SimpleNamespace(std=v.var(0).mean().sqrt().clamp_min(1e-6).expand(v.shape[-1]))  # noqa: E731
+        yardstick = SimpleNamespace(obs_norm=std(flat.obs), delta_norm=std(flat.next_obs - flat.obs))
+
     def score(model: AdaptedModel) -> dict:
         params, z = _per_task(model, T)
         rep = {k: v.repeat_interleave(w, 0) for k, v in params.items()}
         zr = None if z is None else z.repeat_interleave(w, 0)
-        m = _metrics(AdaptedModel(net, rep, T * w, task_vector=zr), net, evals, horizon, None)
-        return {k: float(np.mean(m[k])) for k in MODEL_METRICS}
+        m = _metrics(_Unchecked(AdaptedModel(model.model, rep, T * w, task_vector=zr)), yardstick, evals, horizon, None)
+        return {k: float(np.mean(np.nan_to_num(m[k], nan=np.inf))) for k in MODEL_METRICS}
+
+    def act(model: AdaptedModel) -> dict:
+        try:
+            return control(model)
+        except ValueError as e:  # the planner refuses a model whose imagined returns overflow
+            if "not finite" not in str(e):
+                raise
+            return {"success": float("nan"), "return": float("nan")}
 
     rows, control_steps = [], 0
     prior_params, z = _per_task(prior, T)
@@ -473,7 +512,9 @@ def transfer_curves(
         else:
             models["transfer"] = AdaptedModel(net, fit_models(net, data, steps, bs, lr=lr, seed=seed + n,
                                                               init=prior_params, task_vector=z), T, task_vector=z)
-            models["scratch"] = AdaptedModel(net, fit_models(net, data, steps, bs, lr=lr, seed=seed + n,
+            own = copy.deepcopy(net)  # scratch's own normalizers, on its own data
+            own.fit_normalizers(Transitions(*(torch.cat([getattr(d, f) for d in data]) for f in Transitions._fields)))
+            models["scratch"] = AdaptedModel(own, fit_models(own, data, steps, bs, lr=lr, seed=seed + n,
                                                              task_vector=z), T, task_vector=z)
             context = Transitions(*(torch.stack([getattr(d, f) for d in data]) for f in Transitions._fields))
             models["adapt"] = learner.adapt(context)
@@ -481,7 +522,7 @@ def transfer_curves(
         for arm in ARMS:
             vals = score(models[arm])
             if control is not None and arm != "adapt":
-                c = control(models[arm])
+                c = act(models[arm])
                 control_steps += int(c.get("eval_env_steps", 0))
                 vals.update({k: c[k] for k in CONTROL_METRICS})
             rows += [{"amount": n, "arm": arm, "metric": k, "value": v, "target_env_steps": n * T}
