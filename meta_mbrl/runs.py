@@ -25,7 +25,8 @@ from meta_mbrl.training import learner_from_checkpoint, load_checkpoint, meta_tr
 
 __all__ = ["build_learner", "build_planner", "build_agent", "build_actor_critic", "build_value_agent", "load_value_agent",
            "agent_stage", "select_tasks", "train_run", "collect_run", "kshot_run",
-           "control_run", "video_run", "video_tasks", "learners_run", "transfer_run", "data_run", "evaluate_control", "write_csv", "check_run_config",
+           "control_run", "video_run", "video_tasks", "learners_run", "transfer_run", "data_run", "evaluate_control",
+           "write_csv", "check_run_config",
            "seed_everything"]
 
 

@@ -138,10 +138,10 @@ def test_bench_transfer_cli_bad_arguments_exit_2(pm_prior, tmp_path, capsys, ext
 
 
 def test_target_suite_with_other_dims_is_refused(pm_prior):
+    import task_suites
     from meta_mbrl.evaluation.transfer import transfer_curves
     from meta_mbrl.meta import MAML
     from meta_mbrl.models import DynamicsMLP
-    import task_suites
 
     with pytest.raises(ValueError, match=r"^suite: point-mass has obs/act dims \(4, 2\), the prior's network \(5, 2\)"):
         suite = task_suites.make("point-mass")

@@ -389,10 +389,11 @@ def transfer_curves(
     data itself instead, the root mean (over dimensions) variance of its Δobs (of its observations for the open-loop
     error), so ``dyn_mse`` is the squared error as a fraction of the data's mean variance: the yardstick for a prior
     whose normalizers saw some dimensions constant (an ML10 prior's second-object dims, std 0.001, which move in
-    other Meta-World classes), where the prior's units would let those dims swamp the others. Either way the units are the same for every arm and
-    amount. A model whose open-loop prediction overflows scores ``inf`` (and NaN control: the planner refuses
-    non-finite imagined returns); :func:`transfer_table` leaves such curves out. ``control(model)`` (e.g. :func:`control_scores`), if given, scores each trained arm's model on the
-    target tasks and returns ``{"success", "return", ...}``.
+    other Meta-World classes), where the prior's units would let those dims swamp the others. Either way the units
+    are the same for every arm and amount. A model whose open-loop prediction overflows scores ``inf`` (and NaN
+    control: the planner refuses non-finite imagined returns); :func:`transfer_table` leaves such curves out.
+    ``control(model)`` (e.g. :func:`control_scores`), if given, scores each trained arm's model on the target tasks
+    and returns ``{"success", "return", ...}``.
 
     Args:
         learner: the prior (any built-in non-ensemble learner: ``prior(T)`` must be an AdaptedModel).
