@@ -1,4 +1,4 @@
-"""Command line: ``meta-mbrl collect | train | evaluate | bench kshot | bench learners | bench data | plot``.
+"""Command line: ``meta-mbrl collect | train | evaluate | bench kshot | bench learners | bench data | bench transfer | plot``.
 
 The config flags of every command are generated from the config sections (:mod:`meta_mbrl.config`),
 grouped by section in ``--help``, with the chosen preset's values (or, for commands that read a
@@ -81,6 +81,28 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
                         "Meta-World classes outside the training suite")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults, sections=["run", "kshot"], default_note="the checkpoint's")
+    p = bsub.add_parser("transfer", usage="meta-mbrl bench transfer --checkpoint RUN --suite TARGET_SUITE --out FILE.csv "
+                        "[--amounts N ...] [--tasks N] [options]",
+                        help="transfer curves: the prior fine-tuned on a target suite's tasks vs a model from scratch",
+                        description="Fine-tunes the checkpoint's prior (Adam on all its weights) and trains a fresh network "
+                        "of the same architecture on growing amounts of target data (the exploration policy's transitions), "
+                        "scores model error on held-out target transitions and control with the planner, and reports "
+                        "Taylor & Stone's transfer metrics (jump-start, time to threshold, area under the curve and transfer "
+                        "ratio, asymptote, negative transfer). Writes FILE.csv, FILE.metrics.csv and FILE.png.")
+    p.add_argument("--checkpoint", required=True, help="run directory or checkpoint.pt of the prior")
+    p.add_argument("--suite", required=True, help="target suite, e.g. point-maze or custom:<train,...>|<test,...>")
+    p.add_argument("--out", required=True, help="CSV file of the curves (and <stem>.metrics.csv, <stem>.png)")
+    p.add_argument("--amounts", nargs="+", type=int, default=[0, 30, 100, 300, 1000],
+                   help="target transitions per task, strictly increasing (default: 0 30 100 300 1000)")
+    p.add_argument("--tasks", type=int, default=2, help="target tasks per test class (default: 2)")
+    p.add_argument("--finetune-steps", type=int, default=300, help="Adam steps of both arms at every amount (default: 300)")
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="their learning rate (default: 0.001)")
+    p.add_argument("--units", choices=["prior", "target"], default="prior",
+                   help="model error units: the prior's normalizers, as bench kshot (default), or the held-out target "
+                        "data's own std (for a prior whose normalizers saw some dims constant)")
+    p.add_argument("--no-control", action="store_true", help="model error only")
+    p.add_argument("--no-progress", action="store_true")
+    add_config_flags(p, defaults, sections=["run", "kshot", "planner", "control"], default_note="the checkpoint's")
     p = bsub.add_parser("learners", usage="meta-mbrl bench learners --out FILE [--learners NAME ...] [options]",
                         help="train and compare learners on the same data, seed and planner")
     p.add_argument("--learners", nargs="+", default=None, help="learner names (default: all); each takes its "
@@ -139,6 +161,10 @@ def _run(args: argparse.Namespace) -> None:
             runs.video_run(args.checkpoint, args.video, tasks=args.video_tasks, overrides=overrides)
     elif args.bench == "kshot":
         runs.kshot_run(args.checkpoint, args.out, overrides=overrides, progress=progress)
+    elif args.bench == "transfer":
+        runs.transfer_run(args.checkpoint, args.suite, args.out, amounts=args.amounts, tasks=args.tasks,
+                          steps=args.finetune_steps, lr=args.finetune_lr, control=not args.no_control, units=args.units,
+                          overrides=overrides, progress=progress)
     elif args.bench == "data":
         runs.data_run(make_config(args.preset, overrides), args.sources, args.out, progress=progress)
     else:

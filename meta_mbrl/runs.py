@@ -1,5 +1,5 @@
 """What the CLI's commands do, one function each: ``train_run``, ``collect_run``, ``kshot_run``, ``control_run``,
-``video_run``, ``learners_run``. Each turns a :class:`~meta_mbrl.config.RunConfig` into plain keyword arguments for
+``video_run``, ``learners_run``, ``transfer_run``. Each turns a :class:`~meta_mbrl.config.RunConfig` into plain keyword arguments for
 the library and reads top to bottom.
 
 A run directory holds ``config.json`` (the config, the environment it ran in, and any changes made
@@ -25,7 +25,8 @@ from meta_mbrl.training import learner_from_checkpoint, load_checkpoint, meta_tr
 
 __all__ = ["build_learner", "build_planner", "build_agent", "build_actor_critic", "build_value_agent", "load_value_agent",
            "agent_stage", "select_tasks", "train_run", "collect_run", "kshot_run",
-           "control_run", "video_run", "video_tasks", "learners_run", "data_run", "evaluate_control", "write_csv", "check_run_config",
+           "control_run", "video_run", "video_tasks", "learners_run", "transfer_run", "data_run", "evaluate_control",
+           "write_csv", "check_run_config",
            "seed_everything"]
 
 
@@ -966,3 +967,116 @@ def _name_of(learner) -> str:
         if type(learner) is cls:
             return name
     raise ValueError(f"learner: {type(learner).__name__} is not a built-in learner")
+
+
+# ---------------------------------------------------------------------------------------------- transfer
+def transfer_run(checkpoint: str | os.PathLike, suite: str, out_csv: str | os.PathLike,
+                 amounts=(0, 30, 100, 300, 1000), tasks: int = 2, steps: int = 300, lr: float = 1e-3,
+                 control: bool = True, units: str = "prior", overrides: dict | None = None, progress: bool = True,
+                 out=print, plot: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``meta-mbrl bench transfer``: a checkpoint's prior fine-tuned on a target suite's tasks vs scratch.
+
+    Runs :func:`~meta_mbrl.evaluation.transfer.transfer_curves` on the first ``tasks`` test tasks of each class of
+    ``suite`` (target data and evaluation windows from the config's exploration policy, ``data.policy``; windows
+    and episodes from the ``kshot`` section: ``kshot.windows``, ``kshot.eval_length``, ``kshot.eval_episodes``),
+    with control by the config's planner (``planner`` section) for ``control.evaluation_episodes`` episodes of
+    ``control.max_episode_steps`` steps (0: the suite's) per task and point. Nothing is written into the
+    checkpoint's run directory.
+
+    Writes ``out_csv`` (the curves: one row per amount x arm x metric, with the target env steps, data source,
+    seed and settings), ``<stem>.metrics.csv`` (Taylor & Stone's metrics per metric, transfer vs scratch) and,
+    with matplotlib installed and ``plot``, ``<stem>.png``; prints both tables.
+
+    Args:
+        checkpoint: run directory or ``checkpoint.pt`` of the prior.
+        suite: the target suite's name (``task_suites.make``), e.g. ``"point-maze"`` or ``"custom:...|..."``.
+        out_csv: the curves' CSV.
+        amounts: target transitions per task, strictly increasing, ``>= 0``.
+        tasks: target tasks per test class (``>= 1``).
+        steps / lr: the Adam fit of both arms.
+        control: also score control (success, return).
+        units: the model error's units, ``"prior"`` (the few-shot benchmark's) or ``"target"`` (see
+            :func:`~meta_mbrl.evaluation.transfer.transfer_curves`).
+        overrides: dotted config overrides (seed, device, kshot, planner, control sections).
+
+    Returns:
+        ``(curves, metrics)``.
+
+    Raises:
+        ValueError: naming the argument: an unknown suite, bad amounts, tasks or steps, a target suite whose obs/act
+            dims differ from the prior's.
+    """
+    import task_suites
+    from meta_mbrl.checks import check_device
+    from meta_mbrl.evaluation.transfer import check_amounts, control_scores, transfer_curves, transfer_table
+
+    amounts = [int(a) for a in check_amounts(amounts)]
+    if units not in ("prior", "target"):
+        raise ValueError(f"units: expected 'prior' or 'target', got {units!r}")
+    if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
+        raise ValueError(f"tasks: expected an int >= 1 (target tasks per test class), got {tasks!r}")
+    ckpt = load_checkpoint(checkpoint)
+    cfg = checkpoint_config(ckpt, None, overrides)
+    check_device("device", cfg.device)
+    try:
+        target = task_suites.make(suite, seed=cfg.seed)
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"suite: cannot make target suite {suite!r}: {' '.join(str(e).split())}") from None
+    learner = learner_from_checkpoint(ckpt, device=cfg.device)
+    net = learner.model
+    if (target.obs_dim, target.act_dim) != (net.obs_dim, net.act_dim):
+        raise ValueError(f"suite: {target.name} has obs/act dims {(target.obs_dim, target.act_dim)}, the prior "
+                         f"{(net.obs_dim, net.act_dim)}; transfer needs the same dims")
+    chosen = select_tasks(target.test_tasks, tasks)
+    seed_everything(cfg.seed)
+    k, c, p = cfg.kshot, cfg.control, cfg.planner
+
+    def score(model):
+        return control_scores(model, target, chosen, build_planner(cfg, target), episodes=c.evaluation_episodes,
+                              max_episode_steps=c.max_episode_steps or None, seed=cfg.seed,
+                              particles=p.particles or None, propagation=p.propagation)
+
+    source = ((ckpt.get("config") or {}).get("data") or {}).get("suite", "")
+    out(f"transfer: prior {_name_of(learner)} from {checkpoint} (trained on {source}, {ckpt['env_steps']} env steps) "
+        f"-> {target.name}, {len(chosen)} target tasks, amounts {amounts}, {steps} Adam steps (lr {lr:g}), seed {cfg.seed}")
+    curves, info = transfer_curves(
+        learner, target, chosen, amounts, steps=steps, lr=lr, policy=cfg.data.policy, eval_episodes=k.eval_episodes,
+        windows=k.windows, eval_length=min(k.eval_length, target.max_episode_steps),
+        horizon=min(10, k.eval_length), control=score if control else None, units=units, seed=cfg.seed,
+        progress=progress, out=out)
+    track = "demo" if str(cfg.data.policy).startswith("demo") else "rl"
+    settings = {"source_suite": source, "target_suite": target.name, "learner": _name_of(learner),
+                "checkpoint_step": ckpt["step"], "source_env_steps": ckpt["env_steps"], "tasks": len(chosen),
+                "data_source": track, "policy": cfg.data.policy, "finetune_steps": steps, "finetune_lr": lr, "units": units,
+                "planner": p.name, "plan_horizon": p.horizon, "plan_population": p.population,
+                "plan_iterations": p.iterations, "control_episodes": c.evaluation_episodes if control else 0,
+                "control_max_episode_steps": c.max_episode_steps or target.max_episode_steps, "seed": cfg.seed}
+    curves = curves.assign(**settings)
+    metrics = transfer_table(curves).assign(**{k_: settings[k_] for k_ in ("source_suite", "target_suite", "learner",
+                                                                            "tasks", "data_source", "seed")})
+    out_csv = Path(out_csv)
+    write_csv(curves, out_csv)
+    metrics_csv = out_csv.with_suffix(".metrics.csv")
+    write_csv(metrics, metrics_csv)
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.precision", 4):
+        out(f"\nTransfer learning curves: {source} prior -> {target.name}; target data: {cfg.data.policy} ({track} "
+            f"track), {info['target_env_steps']} env steps collected, evaluation {info['eval_env_steps']} env steps, "
+            f"control {info['control_env_steps']} env steps; seed {cfg.seed}; {info['seconds']:.0f} s")
+        out(curves.pivot_table(index="amount", columns=["metric", "arm"], values="value", sort=False).to_string())
+        out("\nTaylor & Stone (2009) transfer metrics, transfer vs scratch; gains signed better-is-positive "
+            "(negative = negative transfer); AUC over log(1 + amount), as the curve's mean height")
+        cols = ["metric", "jump_start", "time_to_threshold_transfer", "time_to_threshold_scratch", "auc_transfer",
+                "auc_scratch", "transfer_ratio", "asymptote_transfer", "asymptote_scratch", "negative_at",
+                "negative_transfer"]
+        out(metrics[cols].to_string(index=False))
+    out(f"wrote {out_csv} and {metrics_csv}")
+    if plot:
+        from meta_mbrl.evaluation.plots import OptionalDependencyError, write_transfer_png
+
+        try:
+            png = write_transfer_png(curves, out_csv.with_suffix(".png"),
+                                     title=f"{_name_of(learner)} prior from {source} -> {target.name} (seed {cfg.seed})")
+            out(f"wrote {png}")
+        except OptionalDependencyError as e:
+            out(f"plot: {e}")
+    return curves, metrics

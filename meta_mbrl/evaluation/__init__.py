@@ -21,7 +21,8 @@ from meta_mbrl.evaluation.kshot import (
 
 _LAZY = {
     "plot_training_curve": "plots", "plot_kshot": "plots", "plot_control": "plots", "plot_run": "plots",
-    "bootstrap_ci": "plots", "OptionalDependencyError": "plots",
+    "bootstrap_ci": "plots", "OptionalDependencyError": "plots", "plot_transfer": "plots", "write_transfer_png": "plots",
+    "transfer_metrics": "transfer", "transfer_curves": "transfer", "transfer_table": "transfer",
     "RenderUnavailable": "video", "render_env": "video", "rollout_frames": "video", "save_gif": "video",
     "record_episodes": "video",
 }

@@ -49,8 +49,9 @@ def _fresh_params(model, num: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 def fit_models(model, data: Sequence[Transitions], steps: int, batch_size: int | None, lr: float = 1e-3,
-               seed: int = 0, progress: bool = False, desc: str = "fit") -> dict[str, torch.Tensor]:
-    """Fits one fresh model per dataset, all at once as task-batched parameters (no meta-learning).
+               seed: int = 0, progress: bool = False, desc: str = "fit", init: dict[str, torch.Tensor] | None = None,
+               task_vector: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Fits one model per dataset, all at once as task-batched parameters (no meta-learning).
 
     Args:
         model: architecture and normalizers to use (its parameters are not touched).
@@ -58,11 +59,15 @@ def fit_models(model, data: Sequence[Transitions], steps: int, batch_size: int |
         steps: Adam steps.
         batch_size: minibatch size per model (None: full batch, sizes must match).
         progress: show a progress bar titled ``desc``.
+        init: starting parameters, task-batched with leading dim ``len(data)`` (copied, never modified); None:
+            freshly initialised ones (seeded with ``seed``), i.e. a model trained from scratch.
+        task_vector: ``(len(data), Z)``: the fixed task vector a context-conditioned network is fit at.
 
     Returns:
         Task-batched parameters with leading dim ``len(data)``.
     """
-    params = {k: v.clone().requires_grad_() for k, v in _fresh_params(model, len(data), seed).items()}
+    start = _fresh_params(model, len(data), seed) if init is None else init
+    params = {k: v.detach().clone().requires_grad_() for k, v in start.items()}
     opt = torch.optim.Adam(params.values(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
@@ -71,7 +76,7 @@ def fit_models(model, data: Sequence[Transitions], steps: int, batch_size: int |
         else:
             idx = [torch.randint(d.reward.shape[0], (batch_size,), generator=gen) for d in data]
             batch = Transitions(*(torch.stack([getattr(d, f)[i] for d, i in zip(data, idx)]) for f in Transitions._fields))
-        loss = model.task_loss(params, batch).sum()
+        loss = (model.task_loss(params, batch) if task_vector is None else model.task_loss(params, batch, task_vector)).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -29,7 +29,8 @@ import pandas as pd
 
 from meta_mbrl.io import atomic_path
 
-__all__ = ["plot_training_curve", "plot_kshot", "plot_control", "plot_run", "bootstrap_ci", "OptionalDependencyError"]
+__all__ = ["plot_training_curve", "plot_kshot", "plot_control", "plot_run", "plot_transfer", "write_transfer_png",
+           "bootstrap_ci", "OptionalDependencyError"]
 
 INSTALL_HINT = "install the notebooks extra: pip install 'meta-mbrl[notebooks]'"
 
@@ -424,3 +425,73 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
             fig.savefig(tmp, format="png", dpi=100)
         written.append(out / name)
     return written
+
+
+_ARM_STYLE = {"transfer": ("C0", "-", "o"), "scratch": ("C1", "-.", "^"), "adapt": ("C2", ":", "s")}
+_METRIC_LABEL = {"dyn_mse": "1-step Δobs MSE (normalized)", "reward_mse": "1-step reward MSE",
+                 "dyn_mse_h10": "10-step open-loop obs MSE (normalized)", "success": "control success rate",
+                 "return": "control mean return"}
+
+
+def plot_transfer(curves, metric: str = "dyn_mse", ax=None, arms: Sequence[str] | None = None):
+    """A transfer learning curve: ``metric`` against the amount of target data, one line per arm.
+
+    The x axis is ``symlog`` (amounts are geometric and start at 0, the jump-start).
+
+    Args:
+        curves: a :func:`~meta_mbrl.evaluation.transfer.transfer_curves` table or its CSV: columns
+            ``amount, arm, metric, value``.
+        metric: which metric (``dyn_mse``, ``reward_mse``, ``dyn_mse_h10``, ``success``, ``return``).
+        ax: where to draw (default: a new pyplot figure).
+        arms: which arms (default: all present, transfer first).
+
+    Example:
+        >>> from matplotlib.figure import Figure
+        >>> curves = pd.DataFrame({"amount": [0, 10, 0, 10], "arm": ["transfer"] * 2 + ["scratch"] * 2,
+        ...                        "metric": "dyn_mse", "value": [0.5, 0.1, 2.0, 0.3]})
+        >>> [line.get_label() for line in plot_transfer(curves, ax=Figure().subplots()).get_lines()]
+        ['transfer', 'scratch']
+    """
+    df = _table(curves, "curves")
+    _need_columns(df, "curves", ["amount", "arm", "metric", "value"])
+    df = df[df["metric"] == metric]
+    if df.empty:
+        raise ValueError(f"metric: expected one of {sorted(_table(curves, 'curves')['metric'].unique())}, got {metric!r}")
+    present = list(dict.fromkeys(df["arm"]))
+    order = [a for a in _ARM_STYLE if a in present] + [a for a in present if a not in _ARM_STYLE]
+    ax = ax if ax is not None else _new_axes()
+    for arm in (arms or order):
+        part = df[df["arm"] == arm].groupby("amount")["value"].mean()
+        color, ls, marker = _ARM_STYLE.get(arm, ("C3", "-", "D"))
+        ax.plot(part.index, part.values, color=color, linestyle=ls, marker=marker, label=arm)
+    ax.set_xscale("symlog", linthresh=max(1.0, float(df.loc[df["amount"] > 0, "amount"].min()) if (df["amount"] > 0).any() else 1.0))
+    if metric in ("dyn_mse", "reward_mse", "dyn_mse_h10") and _wants_log(df["value"]):
+        ax.set_yscale("log")
+    ax.set_xlabel("target transitions per task")
+    ax.set_ylabel(_METRIC_LABEL.get(metric, metric))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def write_transfer_png(curves, path: str | os.PathLike, title: str = "") -> Path:
+    """Writes the transfer curves of model error (Δobs, reward) and control (success, or return where the suite
+    reports no success) side by side as one PNG, atomically; the panels present in ``curves`` only."""
+    figure = _require("matplotlib.figure", "plots")
+    df = _table(curves, "curves")
+    metrics = [m for m in ("dyn_mse", "reward_mse") if m in set(df["metric"])]
+    control = df[df["metric"] == "success"]
+    if len(control) and control["value"].notna().any():
+        metrics.append("success")
+    elif "return" in set(df["metric"]):
+        metrics.append("return")
+    fig = figure.Figure(figsize=(4.2 * len(metrics), 3.8), dpi=100)
+    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    for ax, m in zip(axes, metrics):
+        plot_transfer(df, m, ax=ax)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return Path(path)
