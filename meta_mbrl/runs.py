@@ -77,7 +77,8 @@ def build_hierarchical(cfg: RunConfig, suite, horizon: int, population: int, ite
         suite.action_low, suite.action_high, horizon, subgoal_dims=dims,
         subgoal_scale=p.subgoal_scale or getattr(suite, "subgoal_scale", 1.0), segment=p.segment,
         num_subgoals=p.num_subgoals, population=p.subgoal_population, iterations=p.subgoal_iterations,
-        track_samples=p.track_samples, track_lookahead=p.track_lookahead, subgoal_every=p.subgoal_every, low=low, seed=seed, device=cfg.device)
+        track_samples=p.track_samples, track_lookahead=p.track_lookahead, subgoal_every=p.subgoal_every, low=low,
+        seed=seed, device=cfg.device)
 
 
 def build_planner(cfg: RunConfig, suite):

@@ -445,8 +445,9 @@ class PlannerSection:
     """Hierarchical: actions the tracking controller tries at every imagined step of the high level."""
     track_lookahead: float = 3.0
     """Hierarchical: the tracker aims the predicted move this many steps ahead (momentum); 0 is greedy."""
-    subgoal_every: int = 1
-    """Hierarchical: plans between high-level replans (1: every plan; k: once per segment, the subgoals kept between)."""
+    subgoal_every: int = 4
+    """Hierarchical: plans between high-level searches (1: every plan; n: the subgoals kept for n plans, the high
+    level's compute divided by n)."""
     low_level: Literal["cem", "none"] = "cem"
     """Hierarchical: refine the best path's actions with a CEM towards the first subgoal (cem) or play them (none)."""
 

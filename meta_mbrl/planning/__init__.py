@@ -23,6 +23,7 @@ from meta_mbrl.planning.objective import Objective, imagine, make_objective
 from meta_mbrl.planning.random_shooting import RandomShooting
 
 __all__ = [
-    "CEM", "HierarchicalPlanner", "MPCController", "MPPI", "Objective", "ObjectiveFn", "Planner", "RandomShooting", "SubgoalModel", "colored_noise",
+    "CEM", "HierarchicalPlanner", "MPCController", "MPPI", "Objective", "ObjectiveFn", "Planner", "RandomShooting",
+    "SubgoalModel", "colored_noise",
     "imagine", "make_objective",
 ]
