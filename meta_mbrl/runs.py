@@ -807,6 +807,8 @@ def evaluate_control(cfg: RunConfig, learner, suite, progress: bool = False,
     agent = build_agent(cfg, learner, suite, num_envs=len(tasks))
     df, info = protocol_evaluation(agent, suite, tasks, adaptation_episodes=c.adaptation_episodes,
                                    evaluation_episodes=c.evaluation_episodes, seed=cfg.seed, progress=progress)
+    if "success_rate" in df and df.success_rate.notna().any():
+        return df, info, "meta_mbrl.evaluation.protocol_evaluation (success: the env's info['success'] ever 1)"
     return df, info, "meta_mbrl.evaluation.protocol_evaluation (mean return; no success criterion)"
 
 

@@ -171,3 +171,23 @@ def test_cli_plans_hierarchically_on_the_maze(tmp_path, capsys):
     assert set(c.planner) == {"hierarchical"} and c.success_rate.notna().all() and c.mean_return.notna().all()
     assert main(["evaluate", "--checkpoint", str(run), "--planner", "hierarchical", "--plan-subgoal-dims", "7"]) == 2
     assert "planner.subgoal_dims: expected observation indices < 4" in capsys.readouterr().err
+
+
+def test_value_agent_plans_hierarchically_from_the_config():
+    """``--agent-planner hierarchical``: the value-guided agent's planner is the subgoal planner; its subgoals are
+    scored with the terminal value and the policy's proposals reach the low level."""
+    from meta_mbrl import runs
+    from meta_mbrl.config import make_config
+    from meta_mbrl.evaluation import protocol_evaluation
+    from meta_mbrl.models.actor_critic import ActorCritic
+
+    suite = task_suites.make("point-maze", seed=0, max_episode_steps=15)
+    cfg = make_config("test", {"agent.planner": "hierarchical", "planner.subgoal_population": 4,
+                               "planner.segment": 3, "planner.num_subgoals": 2, "agent.population": 8}, suite="point-maze")
+    learner = runs.build_learner(cfg, suite.obs_dim, suite.act_dim)
+    ac = ActorCritic(4, 2, suite.action_low, suite.action_high, hidden=(16,), latent_dim=2, encoder_hidden=(8,))
+    agent = runs.build_value_agent(cfg, learner, ac, suite, num_envs=2)
+    assert isinstance(agent.planner, HierarchicalPlanner) and agent.planner.horizon == cfg.agent.horizon
+    tasks = suite.test_tasks[:2]
+    df, _ = protocol_evaluation(agent, suite, tasks, adaptation_episodes=1, evaluation_episodes=1, seed=0)
+    assert np.isfinite(df.eval_return).all() and agent.planner.last_subgoals.shape == (2, 2, 2)
