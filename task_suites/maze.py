@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from task_suites.base import BaseSuite, Task
-from task_suites.point_mass import BOUND, DT, _observation_space, _real
+from task_suites.point_mass import BOUND, DT, BatchedPointVecEnv, _observation_space, _real
 from task_suites.registration import POINT_MAZE_ID
 
 __all__ = ["PointMazeSuite", "PointMazeEnv", "PointMazeVecEnv", "WALLS", "SUCCESS_RADIUS"]
@@ -84,7 +84,7 @@ def _uniform(rng: np.random.Generator, region) -> np.ndarray:
     return np.array([rng.uniform(x0, x1), rng.uniform(y0, y1)])
 
 
-class PointMazeVecEnv(gym.vector.VectorEnv):
+class PointMazeVecEnv(BatchedPointVecEnv):
     """Numpy-batched mazes, one per task; same-step autoreset at ``max_episode_steps``; ``info["success"]`` every step.
 
     Seeded like gymnasium's vector envs (sub-env ``i`` gets ``seed + i``), so it gives the data of an
@@ -99,56 +99,18 @@ class PointMazeVecEnv(gym.vector.VectorEnv):
         ((3, 4), True)
     """
 
-    metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
-
     def __init__(self, tasks: Sequence[Task], max_episode_steps: int, seed: int | None = None, walls=WALLS,
                  start_region=START_REGION):
-        self.num_envs = len(tasks)
-        self.params = np.array([[t.payload["mass"], t.payload["damping"], *t.payload["goal"]] for t in tasks])
         self.walls, self.start_region = _check_walls(walls), tuple(start_region)
-        self.max_episode_steps = max_episode_steps
-        self.single_observation_space = _observation_space()
-        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
-        self._seed(seed)
-        self.pos = np.zeros((self.num_envs, 2))
-        self.vel = np.zeros((self.num_envs, 2))
-        self.t = np.zeros(self.num_envs, dtype=np.int64)
+        params = np.array([[t.payload["mass"], t.payload["damping"], *t.payload["goal"]] for t in tasks])
+        super().__init__(params, max_episode_steps, seed)
 
-    def _seed(self, seed: int | None) -> None:
-        seeds = [None] * self.num_envs if seed is None else [seed + i for i in range(self.num_envs)]
-        self._rngs = [gym.utils.seeding.np_random(s)[0] for s in seeds]
+    def _start(self, rng: np.random.Generator) -> np.ndarray:
+        return _uniform(rng, self.start_region)
 
-    def _reset_idx(self, idx) -> None:
-        for i in idx:
-            self.pos[i] = _uniform(self._rngs[i], self.start_region)
-        self.vel[idx] = 0.0
-        self.t[idx] = 0
-
-    def _obs(self) -> np.ndarray:
-        return np.concatenate([self.pos, self.vel], axis=1)
-
-    def reset(self, *, seed=None, options=None):
-        if seed is not None:
-            self._seed(int(seed))
-        self._reset_idx(np.arange(self.num_envs))
-        return self._obs(), {}
-
-    def step(self, actions):
-        self.pos, self.vel, reward, success = _maze_step(self.pos, self.vel, np.asarray(actions, dtype=np.float64),
-                                                         self.params, self.walls)
-        self.t += 1
-        truncated = self.t >= self.max_episode_steps
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        obs = self._obs()
-        info = {"success": success.astype(np.float64), "_success": np.ones(self.num_envs, dtype=bool)}
-        if truncated.any():
-            idx = np.flatnonzero(truncated)
-            info.update(final_obs=obs.copy(), _final_obs=truncated.copy())
-            self._reset_idx(idx)
-            obs = self._obs()
-        return obs, reward, terminated, truncated, info
+    def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, dict]:
+        self.pos, self.vel, reward, success = _maze_step(self.pos, self.vel, actions, self.params, self.walls)
+        return reward, {"success": success.astype(np.float64), "_success": np.ones(self.num_envs, dtype=bool)}
 
 
 class PointMazeEnv(gym.Env):

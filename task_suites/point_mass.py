@@ -17,7 +17,7 @@ import numpy as np
 from task_suites.base import BaseSuite, Task
 from task_suites.registration import POINT_MASS_ID
 
-__all__ = ["PointMassSuite", "PointMassEnv", "PointMassVecEnv"]
+__all__ = ["PointMassSuite", "PointMassEnv", "PointMassVecEnv", "BatchedPointVecEnv"]
 
 DT = 0.1
 BOUND = 2.0
@@ -41,11 +41,72 @@ def _step(pos, vel, act, params):
     return pos, vel, reward
 
 
-class PointMassVecEnv(gym.vector.VectorEnv):
+class BatchedPointVecEnv(gym.vector.VectorEnv):
+    """Base of the numpy-batched point-mass vector envs: seeding, resets and same-step autoreset.
+
+    Seeded like gymnasium's vector envs: ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``, and each sub-env
+    draws its start positions from its own generator, so it produces exactly the data of an ``AsyncVectorEnv``
+    over the single envs. Subclasses define ``_start(rng) -> (2,)`` and ``_advance(actions) -> (reward, info)``
+    (moving ``pos`` / ``vel``).
+    """
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+
+    def __init__(self, params: np.ndarray, max_episode_steps: int, seed: int | None = None):
+        self.num_envs = len(params)
+        self.params = params
+        self.max_episode_steps = max_episode_steps
+        self.single_observation_space = _observation_space()
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+        self._seed(seed)
+        self.pos = np.zeros((self.num_envs, 2))
+        self.vel = np.zeros((self.num_envs, 2))
+        self.t = np.zeros(self.num_envs, dtype=np.int64)
+
+    def _seed(self, seed: int | None) -> None:
+        seeds = [None] * self.num_envs if seed is None else [seed + i for i in range(self.num_envs)]
+        self._rngs = [gym.utils.seeding.np_random(s)[0] for s in seeds]
+
+    def _start(self, rng: np.random.Generator) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, dict]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _reset_idx(self, idx) -> None:
+        for i in idx:
+            self.pos[i] = self._start(self._rngs[i])
+        self.vel[idx] = 0.0
+        self.t[idx] = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self.pos, self.vel], axis=1)
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self._seed(int(seed))
+        self._reset_idx(np.arange(self.num_envs))
+        return self._obs(), {}
+
+    def step(self, actions):
+        reward, info = self._advance(np.asarray(actions, dtype=np.float64))
+        self.t += 1
+        truncated = self.t >= self.max_episode_steps
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        obs = self._obs()
+        if truncated.any():
+            info = {**info, "final_obs": obs.copy(), "_final_obs": truncated.copy()}
+            self._reset_idx(np.flatnonzero(truncated))
+            obs = self._obs()
+        return obs, reward, terminated, truncated, info
+
+
+class PointMassVecEnv(BatchedPointVecEnv):
     """Numpy-batched point masses, one per task; same-step autoreset at ``max_episode_steps``.
 
-    Seeded like gymnasium's vector envs: ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``, and each
-    sub-env draws its start positions from its own generator, so it produces exactly the data of an
+    Seeded like gymnasium's vector envs (see :class:`BatchedPointVecEnv`), so it produces exactly the data of an
     ``AsyncVectorEnv`` over :class:`PointMassEnv` envs (``make_vec_env(strategy="async")``).
 
     Args:
@@ -61,53 +122,15 @@ class PointMassVecEnv(gym.vector.VectorEnv):
         (3, 4)
     """
 
-    metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
-
     def __init__(self, tasks: Sequence[Task], max_episode_steps: int, seed: int | None = None):
-        self.num_envs = len(tasks)
-        self.params = _params(tasks)
-        self.max_episode_steps = max_episode_steps
-        self.single_observation_space = _observation_space()
-        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
-        self._seed(seed)
-        self.pos = np.zeros((self.num_envs, 2))
-        self.vel = np.zeros((self.num_envs, 2))
-        self.t = np.zeros(self.num_envs, dtype=np.int64)
+        super().__init__(_params(tasks), max_episode_steps, seed)
 
-    def _seed(self, seed: int | None) -> None:
-        seeds = [None] * self.num_envs if seed is None else [seed + i for i in range(self.num_envs)]
-        self._rngs = [gym.utils.seeding.np_random(s)[0] for s in seeds]
+    def _start(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(-START, START, size=(1, 2))[0]
 
-    def _reset_idx(self, idx):
-        for i in idx:
-            self.pos[i] = self._rngs[i].uniform(-START, START, size=(1, 2))[0]
-        self.vel[idx] = 0.0
-        self.t[idx] = 0
-
-    def _obs(self):
-        return np.concatenate([self.pos, self.vel], axis=1)
-
-    def reset(self, *, seed=None, options=None):
-        if seed is not None:
-            self._seed(int(seed))
-        self._reset_idx(np.arange(self.num_envs))
-        return self._obs(), {}
-
-    def step(self, actions):
-        self.pos, self.vel, reward = _step(self.pos, self.vel, np.asarray(actions, dtype=np.float64), self.params)
-        self.t += 1
-        truncated = self.t >= self.max_episode_steps
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        obs = self._obs()
-        info = {}
-        if truncated.any():
-            idx = np.flatnonzero(truncated)
-            info = {"final_obs": obs.copy(), "_final_obs": truncated.copy()}
-            self._reset_idx(idx)
-            obs = self._obs()
-        return obs, reward, terminated, truncated, info
+    def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, dict]:
+        self.pos, self.vel, reward = _step(self.pos, self.vel, actions, self.params)
+        return reward, {}
 
 
 def _real(name: str, x, *, positive: bool) -> float:
