@@ -854,6 +854,12 @@ def evaluate_control(cfg: RunConfig, learner, suite, progress: bool = False,
     c = cfg.control
     max_steps = c.max_episode_steps or None
     if hasattr(suite, "make_benchmark_envs"):
+        if ray is not None:
+            import warnings
+
+            warnings.warn("--workers: Meta-World's metalearning_evaluation samples the goals of all test classes itself; "
+                          "it runs in this process (Ray evaluation covers the other suites' task groups)", UserWarning,
+                          stacklevel=2)
         mbs = c.meta_batch_size or len(suite.test_classes)
         agent = build_agent(cfg, learner, suite, num_envs=mbs)
         df, info = metaworld_evaluation(
