@@ -844,7 +844,7 @@ def evaluate_control(cfg: RunConfig, learner, suite, progress: bool = False,
     ``workers``, ``address``) the groups run on Ray workers, each building the agent from the checkpoint: the
     same rows. Meta-World's judge samples the goals of all test classes itself and runs in this process.
     """
-    from meta_mbrl.evaluation import metaworld_evaluation, protocol_evaluation
+    from meta_mbrl.evaluation import metaworld_evaluation
 
     def build_agent(cfg, learner, suite, num_envs):
         if actor_critic is not None:

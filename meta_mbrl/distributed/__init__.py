@@ -142,7 +142,6 @@ def collect(suite, tasks: Sequence, policy="colored-noise", episodes_per_task: i
     pol = make_policy(policy, suite.action_low, suite.action_high, suite.max_episode_steps, seed)
     label = source or getattr(pol, "name", getattr(policy, "__name__", type(policy).__name__))
     chunks = [tasks[s:s + num_envs] for s in range(0, len(tasks), num_envs)]
-    ray = require_ray("--workers" if address is None else "--ray-address")
     results: dict[int, tuple] = {}
     lost: dict[int, str] = {}
     steps_before, trajs_before = buffer.env_steps, buffer.num_trajectories
@@ -228,7 +227,6 @@ def evaluate_groups(checkpoint, cfg, groups, *, value: bool, workers: int = 2, a
     for every group; returns ``[(g, df, info), ...]`` in group order. A worker that dies is retried; a group that
     still fails raises a RuntimeError naming its tasks.
     """
-    ray = require_ray("--workers" if address is None else "--ray-address")
     results = {}
     t0 = time.perf_counter()
     with ray_session(workers, address) as ray:
