@@ -23,6 +23,25 @@ def _preset_of(argv: list[str]) -> str:
     return known.preset if known.preset in PRESETS else "quick"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return n
+
+
+def _add_ray_flags(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help=f"run the {what} on N Ray workers (needs pip install ray); the results are the same as without, "
+                        "for any N (default: in this process, no Ray)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join this Ray cluster (ray.init(address=ADDR)) instead of starting a local one; implies --workers "
+                        "(default 1 task in flight)")
+
+
 def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     """The whole command line; help texts show ``preset``'s values as defaults."""
     from meta_mbrl import __version__
@@ -41,6 +60,7 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
                    help="continue the run directory's last checkpoint with changed optimisation settings (e.g. a lower "
                         "--outer-lr after a divergence); the change is recorded in config.json")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_ray_flags(p, "collection and control")
     add_config_flags(p, defaults)
 
     p = sub.add_parser("collect", help="collect episodes on a suite's tasks into a TaskBuffer file")
@@ -48,6 +68,7 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", choices=["train", "test"], help="which tasks (default: train)")
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--no-progress", action="store_true")
+    _add_ray_flags(p, "collection")
     add_config_flags(p, defaults, sections=["run", "data"])
 
     p = sub.add_parser("evaluate", usage="meta-mbrl evaluate --checkpoint RUN [--out FILE] [--video DIR [--video-tasks N]] "
@@ -64,6 +85,7 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     p.add_argument("--flat", action="store_true",
                    help="score today's flat planner even if the run trained a value-guided agent (agent.pt)")
     p.add_argument("--no-progress", action="store_true")
+    _add_ray_flags(p, "control")
     add_config_flags(p, defaults, sections=["run", "planner", "control", "agent"], default_note="the checkpoint's")
 
     p = sub.add_parser("plot", usage="meta-mbrl plot RUN [--out DIR]",
@@ -143,12 +165,18 @@ def _run(args: argparse.Namespace) -> None:
 
     overrides = overrides_from_args(args)
     progress = not args.no_progress
+    if getattr(args, "workers", None) is not None or getattr(args, "ray_address", None) is not None:
+        from meta_mbrl.distributed import require_ray
+
+        require_ray("--workers" if args.workers is not None else "--ray-address")  # before any work
     if args.command == "train":
         cfg = make_config(args.preset, overrides)
         run_dir = args.run_dir or f"runs/{cfg.data.suite.replace(':', '_')}-{args.preset}-seed{cfg.seed}"
-        runs.train_run(cfg, run_dir, progress=progress, resume_with_changes=args.resume_with_changes)
+        runs.train_run(cfg, run_dir, progress=progress, resume_with_changes=args.resume_with_changes,
+                       workers=args.workers, ray_address=args.ray_address)
     elif args.command == "collect":
-        runs.collect_run(make_config(args.preset, overrides), args.split, args.out, progress=progress)
+        runs.collect_run(make_config(args.preset, overrides), args.split, args.out, progress=progress,
+                         workers=args.workers, ray_address=args.ray_address)
     elif args.command == "evaluate":
         if args.video is None and args.video_tasks is not None:
             raise ValueError(f"video_tasks: --video-tasks {args.video_tasks} needs --video DIR (where to write the GIFs)")
@@ -156,7 +184,8 @@ def _run(args: argparse.Namespace) -> None:
             raise ValueError(f"video_tasks: expected an int >= 1, got {args.video_tasks}")
         if args.video is not None:
             import meta_mbrl.evaluation.video  # noqa: F401  # chooses MuJoCo's offscreen GL backend before MuJoCo loads
-        runs.control_run(args.checkpoint, args.out, overrides=overrides, progress=progress, flat=args.flat)
+        runs.control_run(args.checkpoint, args.out, overrides=overrides, progress=progress, flat=args.flat,
+                         workers=args.workers, ray_address=args.ray_address)
         if args.video is not None:
             runs.video_run(args.checkpoint, args.video, tasks=args.video_tasks, overrides=overrides)
     elif args.bench == "kshot":

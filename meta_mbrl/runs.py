@@ -366,11 +366,14 @@ def _checkpoint_step(run: Path) -> int | None:
 
 # ---------------------------------------------------------------------------------------------- train
 def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True, out=print,
-              resume_with_changes: bool = False) -> pd.DataFrame:
+              resume_with_changes: bool = False, workers: int | None = None, ray_address: str | None = None) -> pd.DataFrame:
     """Collect on training tasks, meta-train, then the few-shot benchmark and control; resumes a killed run.
 
     Every stage is reproducible from ``cfg.seed``: the same command on the same machine and thread
     count writes bit-identical files. A finished stage whose inputs are unchanged is reused.
+
+    ``workers`` / ``ray_address``: collect the training data and run control's task groups on Ray workers
+    (:mod:`meta_mbrl.distributed`); the files are the same as without.
     """
     from meta_mbrl.training.rundir import RunDirLock
 
@@ -387,7 +390,7 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
             buffer = TaskBuffer.load(buf_path)
             out(f"resuming with the saved training data: {buffer}")
         else:
-            buffer = _collect_train(cfg, suite, progress)
+            buffer = _collect_train(cfg, suite, progress, workers, ray_address)
             buffer.save(buf_path)
             out(f"collected {buffer}")
         learner = build_learner(cfg, suite.obs_dim, suite.act_dim)
@@ -417,17 +420,35 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
         if cfg.agent.env_steps:
             agent_stage(cfg, suite, run, learner, buffer, progress=progress, out=out)
             out("\ntoday's agent (flat planner, no value), same prior and test protocol:")
-            control_run(run, run / "control_flat.csv", out=out, suite=suite, cfg=cfg, progress=progress, flat=True)
-        control_run(run, run / "control.csv", out=out, suite=suite, cfg=cfg, progress=progress)
+            control_run(run, run / "control_flat.csv", out=out, suite=suite, cfg=cfg, progress=progress, flat=True,
+                        workers=workers, ray_address=ray_address)
+        control_run(run, run / "control.csv", out=out, suite=suite, cfg=cfg, progress=progress, workers=workers,
+                    ray_address=ray_address)
     return kshot
 
 
-def _collect_train(cfg: RunConfig, suite, progress: bool) -> TaskBuffer:
+def collect_tasks(cfg: RunConfig, suite, tasks, progress: bool = True, workers: int | None = None,
+                  ray_address: str | None = None) -> TaskBuffer:
+    """The config's exploration episodes on ``tasks`` (chunks of ``data.num_envs``): in this process, or with
+    ``workers`` / ``ray_address`` on Ray workers (the same buffer)."""
+    d = cfg.data
+    num_envs = d.num_envs or None
+    if workers is None and ray_address is None:
+        return collect(suite, tasks, d.policy, episodes_per_task=d.episodes_per_task, seed=cfg.seed, num_envs=num_envs,
+                       progress=progress)
+    from meta_mbrl import distributed
+
+    return distributed.collect(suite, tasks, d.policy, episodes_per_task=d.episodes_per_task, seed=cfg.seed,
+                               num_envs=num_envs, workers=workers or 1, address=ray_address, progress=progress)
+
+
+def _collect_train(cfg: RunConfig, suite, progress: bool, workers: int | None = None,
+                   ray_address: str | None = None) -> TaskBuffer:
     """The training data: the exploration policy's episodes, then (``data.demo_episodes_per_task > 0``) the labelled
     demo track's on the same training tasks, each its own ``buffer.sources`` entry."""
     d = cfg.data
     tasks = select_tasks(suite.train_tasks, d.tasks_per_class)
-    buffer = collect(suite, tasks, d.policy, episodes_per_task=d.episodes_per_task, seed=cfg.seed, progress=progress)
+    buffer = collect_tasks(cfg, suite, tasks, progress, workers, ray_address)
     if d.demo_episodes_per_task > 0:
         from meta_mbrl.data.demos import collect_demos
 
@@ -436,7 +457,8 @@ def _collect_train(cfg: RunConfig, suite, progress: bool) -> TaskBuffer:
     return buffer
 
 
-def collect_run(cfg: RunConfig, split: str, out_path: str | os.PathLike, progress: bool = True, out=print) -> TaskBuffer:
+def collect_run(cfg: RunConfig, split: str, out_path: str | os.PathLike, progress: bool = True, out=print,
+                workers: int | None = None, ray_address: str | None = None) -> TaskBuffer:
     """``meta-mbrl collect``: episodes of the config's exploration policy on a split's tasks, into one buffer file."""
     import task_suites
 
@@ -445,8 +467,7 @@ def collect_run(cfg: RunConfig, split: str, out_path: str | os.PathLike, progres
     suite = task_suites.make(cfg.data.suite, seed=cfg.seed)
     seed_everything(cfg.seed)
     tasks = select_tasks(suite.train_tasks if split == "train" else suite.test_tasks, cfg.data.tasks_per_class)
-    buf = collect(suite, tasks, cfg.data.policy, episodes_per_task=cfg.data.episodes_per_task, seed=cfg.seed,
-                  progress=progress)
+    buf = collect_tasks(cfg, suite, tasks, progress, workers, ray_address)
     buf.save(out_path)
     out(f"wrote {buf} to {out_path}")
     return buf
@@ -662,7 +683,7 @@ def _next_free(run: Path, stem: str = "control") -> Path:
 
 def control_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike | None = None, out=print, suite=None,
                 cfg: RunConfig | None = None, overrides: dict | None = None, progress: bool = True,
-                flat: bool = False) -> tuple[pd.DataFrame, dict]:
+                flat: bool = False, workers: int | None = None, ray_address: str | None = None) -> tuple[pd.DataFrame, dict]:
     """Control evaluation of a checkpoint on the suite's held-out tasks; prints and writes a table.
 
     Meta-World suites are scored by ``metaworld.evaluation.metalearning_evaluation``; other suites by
@@ -676,14 +697,16 @@ def control_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike | None
     Args:
         out_csv: where to write; None: a new numbered file ``RUN/evaluations/control-NNN.csv`` (never overwrites).
         flat: score the flat planner even if a value-guided agent exists.
+        workers / ray_address: run the task groups (``control.task_group``) on Ray workers; the same rows.
     """
     from meta_mbrl.training.rundir import RunDirLock
 
     with RunDirLock(_run_dir_of(checkpoint)):
-        return _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat)
+        return _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat, workers, ray_address)
 
 
-def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat=False) -> tuple[pd.DataFrame, dict]:
+def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat=False, workers=None,
+                 ray_address=None) -> tuple[pd.DataFrame, dict]:
     import task_suites
     from meta_mbrl.checks import check_device
 
@@ -702,8 +725,11 @@ def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat
         import hashlib
 
         agent_key = {"agent": to_dict(cfg.agent), "sha": hashlib.sha256((run / AGENT_CHECKPOINT).read_bytes()).hexdigest()}
+    control_key = to_dict(cfg.control)
+    if not control_key["task_group"]:
+        del control_key["task_group"]  # keys of runs made before the setting existed stay valid
     key = content_key(checkpoint=ckpt["state_dict"], planner=to_dict(cfg.planner),
-                      control=to_dict(cfg.control), suite=cfg.data.suite, seed=cfg.seed, **({"flat": True} if flat else {}),
+                      control=control_key, suite=cfg.data.suite, seed=cfg.seed, **({"flat": True} if flat else {}),
                       **({"value_agent": agent_key} if agent_key else {}))
     stage = _stage_name("control", out_csv, run)
     if cache.fresh(stage, key, out_csv):
@@ -717,7 +743,10 @@ def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat
     ac = ac if value else None
     suite = suite or task_suites.make(cfg.data.suite, seed=cfg.seed)
     seed_everything(cfg.seed)
-    df, info, judge = evaluate_control(cfg, learner, suite, progress=progress, actor_critic=ac)
+    ray_opts = None
+    if workers is not None or ray_address is not None:
+        ray_opts = {"checkpoint": checkpoint, "value": ac is not None, "workers": workers or 1, "address": ray_address}
+    df, info, judge = evaluate_control(cfg, learner, suite, progress=progress, actor_critic=ac, ray=ray_opts)
     p, c, a = cfg.planner, cfg.control, cfg.agent
     if value:
         planner = {"agent": f"value-guided ({a.mode})", "planner": a.planner, "plan_horizon": a.horizon,
@@ -778,14 +807,44 @@ def _track(sources) -> str:
     return "demo" if any(str(s.get("policy", "")).startswith("demo") for s in sources or []) else "rl"
 
 
+def task_groups(cfg: RunConfig, tasks) -> list[tuple[int, int, list]]:
+    """The protocol evaluation's task groups ``[(g, offset, tasks), ...]`` of ``control.task_group`` tasks (0: one)."""
+    size = cfg.control.task_group or len(tasks)
+    return [(g, start, list(tasks[start:start + size])) for g, start in enumerate(range(0, len(tasks), size))]
+
+
+def evaluate_group(cfg: RunConfig, learner, suite, tasks, group: int, offset: int, actor_critic=None,
+                   progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """The protocol evaluation of one task group: a fresh agent seeded ``policy_seed(cfg.seed, group)`` (the run's
+    seed for group 0) after ``seed_everything`` of it, envs seeded ``cfg.seed + offset`` (sub-env ``i``: ``+ i``, as
+    in one group of all tasks). The same in this process and on a Ray worker."""
+    import dataclasses
+
+    from meta_mbrl.data.rollout import policy_seed
+    from meta_mbrl.evaluation import protocol_evaluation
+
+    gcfg = dataclasses.replace(cfg, seed=policy_seed(cfg.seed, group))
+    seed_everything(gcfg.seed)
+    if actor_critic is not None:
+        agent = build_value_agent(gcfg, learner, actor_critic, suite, len(tasks))
+    else:
+        agent = build_agent(gcfg, learner, suite, num_envs=len(tasks))
+    c = cfg.control
+    return protocol_evaluation(agent, suite, tasks, adaptation_episodes=c.adaptation_episodes,
+                               evaluation_episodes=c.evaluation_episodes, seed=cfg.seed + offset, progress=progress)
+
+
 def evaluate_control(cfg: RunConfig, learner, suite, progress: bool = False,
-                     actor_critic=None) -> tuple[pd.DataFrame, dict, str]:
+                     actor_critic=None, ray: dict | None = None) -> tuple[pd.DataFrame, dict, str]:
     """Control of ``learner`` on the suite's held-out tasks with the config's planner and budget.
 
     With ``actor_critic`` the value-guided agent acts (:func:`build_value_agent`), else the flat planner.
-    Returns ``(df, info, judge)``; Meta-World suites are judged by ``metalearning_evaluation``.
+    Returns ``(df, info, judge)``; Meta-World suites are judged by ``metalearning_evaluation``. Other suites run
+    in task groups of ``control.task_group`` (:func:`evaluate_group`); with ``ray`` (``checkpoint``, ``value``,
+    ``workers``, ``address``) the groups run on Ray workers, each building the agent from the checkpoint: the
+    same rows. Meta-World's judge samples the goals of all test classes itself and runs in this process.
     """
-    from meta_mbrl.evaluation import metaworld_evaluation, protocol_evaluation
+    from meta_mbrl.evaluation import metaworld_evaluation
 
     def build_agent(cfg, learner, suite, num_envs):
         if actor_critic is not None:
@@ -795,6 +854,12 @@ def evaluate_control(cfg: RunConfig, learner, suite, progress: bool = False,
     c = cfg.control
     max_steps = c.max_episode_steps or None
     if hasattr(suite, "make_benchmark_envs"):
+        if ray is not None:
+            import warnings
+
+            warnings.warn("--workers: Meta-World's metalearning_evaluation samples the goals of all test classes itself; "
+                          "it runs in this process (Ray evaluation covers the other suites' task groups)", UserWarning,
+                          stacklevel=2)
         mbs = c.meta_batch_size or len(suite.test_classes)
         agent = build_agent(cfg, learner, suite, num_envs=mbs)
         df, info = metaworld_evaluation(
@@ -803,13 +868,30 @@ def evaluate_control(cfg: RunConfig, learner, suite, progress: bool = False,
             seed=cfg.seed, progress=progress,
         )
         return df, info, "metaworld.evaluation.metalearning_evaluation"
-    tasks = list(suite.test_tasks)
-    agent = build_agent(cfg, learner, suite, num_envs=len(tasks))
-    df, info = protocol_evaluation(agent, suite, tasks, adaptation_episodes=c.adaptation_episodes,
-                                   evaluation_episodes=c.evaluation_episodes, seed=cfg.seed, progress=progress)
+    groups = task_groups(cfg, list(suite.test_tasks))
+    if ray is not None:
+        from meta_mbrl import distributed
+
+        parts = distributed.evaluate_groups(ray["checkpoint"], cfg, [(g, o, [t.id for t in ts]) for g, o, ts in groups],
+                                            value=ray["value"], workers=ray["workers"], address=ray["address"],
+                                            progress=progress)
+    else:
+        parts = [(g, *evaluate_group(cfg, learner, suite, ts, g, o, actor_critic, progress)) for g, o, ts in groups]
+    df, info = _merge_groups(parts)
     if "success_rate" in df and df.success_rate.notna().any():
         return df, info, "meta_mbrl.evaluation.protocol_evaluation (success: the env's info['success'] ever 1)"
     return df, info, "meta_mbrl.evaluation.protocol_evaluation (mean return; no success criterion)"
+
+
+def _merge_groups(parts) -> tuple[pd.DataFrame, dict]:
+    """One table and info of the task groups' ``[(g, df, info), ...]`` (env steps and seconds add up)."""
+    if len(parts) == 1:
+        return parts[0][1], parts[0][2]
+    df = pd.concat([d for _, d, _ in parts], ignore_index=True)
+    info = dict(parts[0][2])
+    for k in ("adapt_env_steps", "eval_env_steps", "seconds"):
+        info[k] = sum(i[k] for _, _, i in parts)
+    return df, info
 
 
 # ---------------------------------------------------------------------------------------------- videos

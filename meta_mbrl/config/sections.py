@@ -85,6 +85,9 @@ class DataSection:
     """Training tasks (goals) used per training class; 0 means all."""
     episodes_per_task: int = 1
     """Episodes collected on each training task."""
+    num_envs: int = 0
+    """Sub-envs per vector env in collection, the unit of work of ``--workers``; 0: the suite's default (all tasks
+    at once for the batched suites, 10 for Meta-World). The data depend on it, never on the worker count."""
     policy: Policy = "colored-noise"
     """Exploration policy for training, few-shot and oracle data."""
     demo_episodes_per_task: int = 0
@@ -98,6 +101,7 @@ class DataSection:
             raise ValueError(f"data.suite: expected a suite name, got {self.suite!r}")
         _int(self, "tasks_per_class", 0)
         _int(self, "episodes_per_task")
+        _int(self, "num_envs", 0)
         _choice(self, "policy")
         _int(self, "demo_episodes_per_task", 0)
         _float(self, "demo_noise", 0.0, strict=False)
@@ -495,11 +499,14 @@ class ControlSection:
     """Transitions of the online adaptation context."""
     explore_noise: float = 0.3
     """Std of the correlated exploration noise added to planned actions in adaptation episodes (x half range)."""
+    task_group: int = 0
+    """Test tasks per agent and vector env of the protocol evaluation (suites other than Meta-World), the unit of work
+    of ``--workers``; 0: all test tasks at once. Group g's agent is seeded from (seed, g), its envs as in one group."""
 
     def __post_init__(self):
         for n in ("num_evals", "adaptation_episodes", "evaluation_episodes", "context_size"):
             _int(self, n)
-        for n in ("max_episode_steps", "meta_batch_size", "adapt_steps"):
+        for n in ("max_episode_steps", "meta_batch_size", "adapt_steps", "task_group"):
             _int(self, n, 0)
         _bool(self, "online")
         _float(self, "explore_noise", 0.0, strict=False, hi=10.0)

@@ -23,7 +23,7 @@ from meta_mbrl.data.policies import make_policy
 from meta_mbrl.errors import CollectionError
 from meta_mbrl.types import Transitions
 
-__all__ = ["collect"]
+__all__ = ["collect", "env_seed", "policy_seed"]
 
 _POLL_S = 0.05  # how often a wait for async workers checks that they are alive
 _SOURCE_FIELDS = ("policy", "split", "suite", "tasks", "episodes_per_task", "env_steps", "trajectories", "status")
@@ -43,14 +43,17 @@ def collect(
     source: str | None = None,
     step_timeout: float = 300.0,
     source_info: dict | None = None,
+    first_chunk: int = 0,
 ) -> TaskBuffer:
     """Collects ``episodes_per_task`` full episodes on each task into a TaskBuffer.
 
     Tasks are run in chunks of ``num_envs`` sub-envs of one vector env (one sub-env per task). The
     data depend only on the arguments: chunk ``c``'s vector env is reset with ``env_seed(seed, c)``
     (sub-env ``i`` with ``env_seed(seed, c) + i``, the same for ``"sync"`` and ``"async"``), a hash of
-    ``(seed, c)`` so that collections with nearby seeds never share env streams, and the
-    named policies are seeded with ``seed``; a callable policy seeds itself.
+    ``(seed, c)`` so that collections with nearby seeds never share env streams, and a named policy is
+    built afresh for every chunk, seeded with ``policy_seed(seed, c)`` (``seed`` itself for chunk 0); a
+    callable policy seeds itself. So each chunk's data depend only on ``seed``, ``c`` and its tasks,
+    and a chunk can be collected on its own (``first_chunk``), as :mod:`meta_mbrl.distributed` does.
 
     Each call appends one entry to ``buffer.sources``, also when it fails or is interrupted:
     ``policy``, ``split``, ``suite``, ``tasks``, ``episodes_per_task``, ``env_steps`` (steps this call
@@ -77,6 +80,8 @@ def collect(
         step_timeout: seconds an async worker may take for one reset or step before it counts as hung.
         source_info: extra JSON-serializable fields of this call's ``buffer.sources`` entry (e.g. the
             demo track's ``{"noise": 0.3}``); they may not replace the standard fields.
+        first_chunk: the chunk index of ``tasks[0]``: a call on ``tasks[c * num_envs:]`` with
+            ``first_chunk=c`` collects exactly what the full call collects on those tasks.
 
     Returns:
         The buffer; ``buffer.env_steps`` counts every env step taken (unfinished episodes included).
@@ -114,7 +119,13 @@ def collect(
         num_envs = len(tasks) if getattr(suite, "batched_vec_env", False) else min(len(tasks), 10)
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs: expected an int >= 1, got {num_envs!r}")
-    pol = make_policy(policy, suite.action_low, suite.action_high, suite.max_episode_steps, seed)
+    if isinstance(first_chunk, bool) or not isinstance(first_chunk, (int, np.integer)) or first_chunk < 0:
+        raise ValueError(f"first_chunk: expected an int >= 0, got {first_chunk!r}")
+
+    def chunk_policy(c: int):
+        return make_policy(policy, suite.action_low, suite.action_high, suite.max_episode_steps, policy_seed(seed, c))
+
+    pol = chunk_policy(first_chunk)
     label = source or getattr(pol, "name", getattr(policy, "__name__", type(policy).__name__))
     total = len(tasks) * episodes_per_task * suite.max_episode_steps
     steps_before, trajs_before = buffer.env_steps, buffer.num_trajectories
@@ -123,8 +134,10 @@ def collect(
     bar = tqdm(total=total, desc=f"collect {suite.name} [{label}]", unit="step", disable=not progress, leave=False)
     chunk: list = []
     try:
-        for c, start in enumerate(range(0, len(tasks), num_envs)):
+        for c, start in enumerate(range(0, len(tasks), num_envs), start=first_chunk):
             chunk = tasks[start:start + num_envs]
+            if c > first_chunk:
+                pol = chunk_policy(c)  # a callable comes back unchanged
             env = suite.make_vec_env(chunk, seed=env_seed(seed, c), strategy=strategy)
             ok = False
             try:
@@ -165,6 +178,18 @@ def env_seed(seed: int, chunk: int = 0) -> int:
         (True, True)
     """
     return int(np.random.SeedSequence([int(seed), int(chunk)]).generate_state(1, dtype=np.uint32)[0] >> 1)
+
+
+def policy_seed(seed: int, chunk: int = 0) -> int:
+    """The seed of chunk ``chunk``'s named exploration policy: ``seed`` for chunk 0, a hash of ``(seed, chunk)`` after.
+
+    Example:
+        >>> policy_seed(3), policy_seed(3, 1) != policy_seed(3, 2)
+        (3, True)
+    """
+    if chunk == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(chunk), 1]).generate_state(1, dtype=np.uint32)[0] >> 1)
 
 
 def _outcome_fields(outcomes: dict[str, list]) -> dict:
