@@ -125,14 +125,14 @@ def export_minari(buffer: TaskBuffer, suite, dataset_id: str, *, per_task: bool 
             a trajectory whose observations do not chain, an unknown ``info`` field.
 
     Example:
-        >>> import tempfile, task_suites
+        >>> import tempfile, numpy as np, task_suites
         >>> from meta_mbrl.data import collect
         >>> suite = task_suites.make("point-mass", max_episode_steps=5)
         >>> buf = collect(suite, suite.train_tasks[:2], progress=False)
         >>> with tempfile.TemporaryDirectory() as d:
         ...     ids = export_minari(buf, suite, "doc/pm-v0", root=d)
         ...     back = import_minari(ids, root=d)
-        >>> ids, back.task_ids == buf.task_ids, (back.transitions().obs == buf.transitions().obs).all()
+        >>> ids, back.task_ids == buf.task_ids, np.array_equal(back.transitions().obs, buf.transitions().obs)
         (['doc/pm-v0'], True, True)
     """
     minari = _minari()
