@@ -142,11 +142,13 @@ def export_minari(buffer: TaskBuffer, suite, dataset_id: str, *, per_task: bool 
     allowed = {"author", "author_email", "code_permalink", "algorithm_name", "description"}
     if set(info) - allowed:
         raise ValueError(f"info: unknown Minari fields {sorted(set(info) - allowed)}; expected some of {sorted(allowed)}")
-    if not isinstance(buffer, TaskBuffer) or buffer.num_trajectories == 0:
-        raise ValueError(f"buffer: expected a TaskBuffer with at least one trajectory, got {buffer!r}")
+    if not isinstance(buffer, TaskBuffer):
+        raise ValueError(f"buffer: expected a TaskBuffer, got {type(buffer).__name__}")
     if (buffer.obs_dim, buffer.act_dim) != (suite.obs_dim, suite.act_dim):
         raise ValueError(f"buffer: expected obs/act dims {(suite.obs_dim, suite.act_dim)} of suite {suite.name!r}, "
                          f"got {(buffer.obs_dim, buffer.act_dim)}")
+    if buffer.num_trajectories == 0:
+        raise ValueError(f"buffer: expected at least one trajectory, got {buffer!r}")
     tasks = {}
     for tid in buffer.task_ids:
         try:
@@ -176,7 +178,8 @@ def export_minari(buffer: TaskBuffer, suite, dataset_id: str, *, per_task: bool 
                              f"{get_dataset_path()}; pass overwrite=True (--overwrite) to replace")
         for i in existing:
             shutil.rmtree(get_dataset_path(i))
-        meta = {"format": _FORMAT, "export_id": uuid.uuid4().hex, "suite": suite.name, "layout": "task" if per_task else "suite",
+        meta = {"format": _FORMAT, "export_id": uuid.uuid4().hex, "suite": suite.name, "suite_seed": getattr(suite, "seed", None),
+                "layout": "task" if per_task else "suite",
                 "dataset_ids": ids, "task_ids": list(buffer.task_ids), "num_trajectories": buffer.num_trajectories,
                 "obs_dim": buffer.obs_dim, "act_dim": buffer.act_dim, "env_steps": int(buffer.env_steps),
                 "sources": buffer.sources, "max_episode_steps": int(suite.max_episode_steps)}
