@@ -166,3 +166,16 @@ def test_cli_collect_export_import_round_trip(tmp_path, capsys):
     assert main([*export, "--overwrite"]) == 0
     assert main(["data", "import", "--dataset-id", "meta-mbrl/none-v0", "--root", str(root), "--out", str(back)]) == 2
     assert "dataset_id: no Minari dataset" in capsys.readouterr().err
+
+
+@pytest.mark.metaworld
+def test_metaworld_round_trip_one_episode(tmp_path, monkeypatch):
+    suite = task_suites.make("ml1:reach-v3")
+    buf = collect(suite, suite.train_tasks[:1], progress=False)  # one 500-step episode
+    for per_task in (False, True):
+        ids = export_minari(buf, suite, "meta-mbrl/reach-v0", per_task=per_task, root=tmp_path)
+        assert_same_buffer(import_minari(ids, root=tmp_path), buf)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    ds = minari.load_dataset(ids[0])  # the per-task dataset: its env spec names the task
+    assert ds.recover_environment().spec.kwargs["task_id"] == buf.task_ids[0]
+    assert ds.observation_space.dtype == np.float64 and next(ds.iterate_episodes()).truncations[-1]

@@ -200,10 +200,12 @@ def export_minari(buffer: TaskBuffer, suite, dataset_id: str, *, per_task: bool 
                       "description": f"meta_mbrl TaskBuffer of suite {suite.name!r}"
                                      + (f", task {task.id!r}" if per_task else f", {len(buffer.task_ids)} tasks"), **info}
             with warnings.catch_warnings():  # Minari warns about every descriptive field left unset
-                warnings.filterwarnings("ignore", message=r".*(is set to None|highly recommended)", category=UserWarning)
-                ds = minari.create_dataset_from_buffers(did, episodes, env=spec, observation_space=obs_space,
+                warnings.filterwarnings("ignore", message=r".*(is set to None|highly recommended|env_spec is None)",
+                                        category=UserWarning)
+                # env=None, spec added after: given a spec, Minari would gym.make it (a per-suite spec has no task)
+                ds = minari.create_dataset_from_buffers(did, episodes, observation_space=obs_space,
                                                         action_space=act_space, jpeg_encoding=False, **fields)
-            ds.storage.update_metadata({_META_KEY: meta})
+            ds.storage.update_metadata({"env_spec": spec.to_json(), _META_KEY: meta})
             ds.storage.update_episode_metadata(
                 [{"task_id": tid, "trajectory": j, "time_limit": bool(arrs[0].shape[0] == suite.max_episode_steps)}
                  for j, tid, arrs in eps])
