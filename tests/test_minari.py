@@ -148,23 +148,41 @@ def test_bad_input_names_the_argument(tmp_path):
         import_minari("other/discrete-v0")
 
 
-def test_cli_collect_export_import_round_trip(tmp_path, capsys):
-    npz, back, root = tmp_path / "buf.npz", tmp_path / "back.npz", tmp_path / "datasets"
+def test_a_failed_export_leaves_no_partial_dataset(monkeypatch, minari_home):
+    from minari.dataset._storages.hdf5_storage import HDF5Storage
+
+    suite = task_suites.make("point-mass", max_episode_steps=STEPS)
+    buf = collect(suite, suite.train_tasks[:2], progress=False)
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(HDF5Storage, "update_episode_metadata", disk_full)
+        with pytest.raises(OSError, match="No space"):
+            export_minari(buf, suite, "meta-mbrl/full-v0", per_task=True)
+    assert minari.list_local_datasets() == {} and not list(minari_home.rglob("*.hdf5"))  # namespaces' json files only
+    assert_same_buffer(import_minari(export_minari(buf, suite, "meta-mbrl/full-v0", per_task=True)), buf)  # no --overwrite needed
+
+
+def test_cli_collect_export_import_round_trip(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --root, as a user types it
+    npz, back, root = tmp_path / "buf.npz", tmp_path / "back.npz", "datasets"
     assert main(["collect", "--preset", "test", "--suite", "point-mass", "--seed", "3", "--tasks-per-class", "2",
                  "--episodes-per-task", "1", "--out", str(npz), "--no-progress"]) == 0
     export = ["data", "export", "--buffer", str(npz), "--suite", "point-mass", "--seed", "3", "--dataset-id",
-              "meta-mbrl/cli-v0", "--per-task", "--root", str(root)]
+              "meta-mbrl/cli-v0", "--per-task", "--root", root]
     assert main(export) == 0
     ids = capsys.readouterr().out.split(": ")[-1].split()
-    assert len(ids) == 2 and (root / "meta-mbrl" / "cli").is_dir()
-    assert main(["data", "import", "--dataset-id", *ids, "--root", str(root), "--out", str(back)]) == 0
+    assert len(ids) == 2 and (tmp_path / root / "meta-mbrl" / "cli").is_dir()
+    assert main(["data", "import", "--dataset-id", *ids, "--root", root, "--out", str(back)]) == 0
     assert_same_buffer(TaskBuffer.load(back), TaskBuffer.load(npz))
     capsys.readouterr()
     assert main(export) == 2  # exists, no --overwrite
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "dataset_id:" in err and "overwrite" in err
     assert main([*export, "--overwrite"]) == 0
-    assert main(["data", "import", "--dataset-id", "meta-mbrl/none-v0", "--root", str(root), "--out", str(back)]) == 2
+    assert main(["data", "import", "--dataset-id", "meta-mbrl/none-v0", "--root", root, "--out", str(back)]) == 2
     assert "dataset_id: no Minari dataset" in capsys.readouterr().err
 
 

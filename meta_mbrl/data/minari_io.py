@@ -69,7 +69,7 @@ def _root(root: str | os.PathLike | None) -> Iterator[None]:
         yield
         return
     old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = os.fspath(root)
+    os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(os.fspath(root))  # Minari mis-joins a relative one
     try:
         yield
     finally:
@@ -185,30 +185,37 @@ def export_minari(buffer: TaskBuffer, suite, dataset_id: str, *, per_task: bool 
                 "sources": buffer.sources, "max_episode_steps": int(suite.max_episode_steps)}
         json.dumps(meta)  # the sources must be JSON (as TaskBuffer.save requires)
         policies = sorted({str(s.get("policy")) for s in buffer.sources if "policy" in s})
-        for did in ids:
-            task = tasks[order[0][1]] if not per_task else tasks[buffer.task_ids[ids.index(did)]]
-            env = suite.make_env(task)
-            try:
-                obs_space, act_space, spec = env.observation_space, env.action_space, env.spec
-            finally:
-                env.close()
-            if not per_task:  # many tasks: the registered env, without one task's arguments
-                spec = dataclasses.replace(spec, kwargs={}, max_episode_steps=int(suite.max_episode_steps))
-            eps = [(j, tid, arrs) for j, tid, arrs in order if not per_task or tid == task.id]
-            episodes = [_episode(EpisodeBuffer, n, arrs, obs_space, act_space) for n, (_, _, arrs) in enumerate(eps)]
-            fields = {"algorithm_name": "+".join(policies) or "unknown",
-                      "description": f"meta_mbrl TaskBuffer of suite {suite.name!r}"
-                                     + (f", task {task.id!r}" if per_task else f", {len(buffer.task_ids)} tasks"), **info}
-            with warnings.catch_warnings():  # Minari warns about every descriptive field left unset
-                warnings.filterwarnings("ignore", message=r".*(is set to None|highly recommended|env_spec is None)",
-                                        category=UserWarning)
-                # env=None, spec added after: given a spec, Minari would gym.make it (a per-suite spec has no task)
-                ds = minari.create_dataset_from_buffers(did, episodes, observation_space=obs_space,
-                                                        action_space=act_space, jpeg_encoding=False, **fields)
-            ds.storage.update_metadata({"env_spec": spec.to_json(), _META_KEY: meta})
-            ds.storage.update_episode_metadata(
-                [{"task_id": tid, "trajectory": j, "time_limit": bool(arrs[0].shape[0] == suite.max_episode_steps)}
-                 for j, tid, arrs in eps])
+        written: list[str] = []
+        try:
+            for did in ids:
+                written.append(did)
+                task = tasks[order[0][1]] if not per_task else tasks[buffer.task_ids[ids.index(did)]]
+                env = suite.make_env(task)
+                try:
+                    obs_space, act_space, spec = env.observation_space, env.action_space, env.spec
+                finally:
+                    env.close()
+                if not per_task:  # many tasks: the registered env, without one task's arguments
+                    spec = dataclasses.replace(spec, kwargs={}, max_episode_steps=int(suite.max_episode_steps))
+                eps = [(j, tid, arrs) for j, tid, arrs in order if not per_task or tid == task.id]
+                episodes = [_episode(EpisodeBuffer, n, arrs, obs_space, act_space) for n, (_, _, arrs) in enumerate(eps)]
+                fields = {"algorithm_name": "+".join(policies) or "unknown",
+                          "description": f"meta_mbrl TaskBuffer of suite {suite.name!r}"
+                                         + (f", task {task.id!r}" if per_task else f", {len(buffer.task_ids)} tasks"), **info}
+                with warnings.catch_warnings():  # Minari warns about every descriptive field left unset
+                    warnings.filterwarnings("ignore", message=r".*(is set to None|highly recommended|env_spec is None)",
+                                            category=UserWarning)
+                    # env=None, spec added after: given a spec, Minari would gym.make it (a per-suite spec has no task)
+                    ds = minari.create_dataset_from_buffers(did, episodes, observation_space=obs_space,
+                                                            action_space=act_space, jpeg_encoding=False, **fields)
+                ds.storage.update_metadata({"env_spec": spec.to_json(), _META_KEY: meta})
+                ds.storage.update_episode_metadata(
+                    [{"task_id": tid, "trajectory": j, "time_limit": bool(arrs[0].shape[0] == suite.max_episode_steps)}
+                     for j, tid, arrs in eps])
+        except BaseException:  # a partial dataset would block the next try as existing: remove what this call wrote
+            for did in written:
+                shutil.rmtree(get_dataset_path(did), ignore_errors=True)
+            raise
     return ids
 
 
