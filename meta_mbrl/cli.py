@@ -1,4 +1,5 @@
-"""Command line: ``meta-mbrl collect | train | evaluate | bench kshot | bench learners | bench data | bench transfer | plot``.
+"""Command line: ``meta-mbrl collect | data export | data import | train | evaluate | bench kshot | bench learners |
+bench data | bench transfer | plot``.
 
 The config flags of every command are generated from the config sections (:mod:`meta_mbrl.config`),
 grouped by section in ``--help``, with the chosen preset's values (or, for commands that read a
@@ -70,6 +71,30 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _add_ray_flags(p, "collection")
     add_config_flags(p, defaults, sections=["run", "data"])
+
+    p_data = sub.add_parser("data", help="export / import TaskBuffer files as Minari datasets")
+    dsub = p_data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("export", usage="meta-mbrl data export --buffer FILE.npz --suite NAME --dataset-id ID [--seed N] "
+                        "[--per-task] [--root DIR] [--overwrite]",
+                        help="write a buffer file as Minari dataset(s)",
+                        description="One dataset whose episodes carry their task id (Minari episode metadata task_id), or "
+                        "with --per-task one dataset per task (ids <namespace>/<name>/<task>-v<N>). Every episode ends "
+                        "truncated (the suites' envs never terminate). Datasets go under --root, else "
+                        "MINARI_DATASETS_PATH, else ~/.minari/datasets.")
+    p.add_argument("--buffer", required=True, help="buffer file (.npz) written by meta-mbrl collect")
+    p.add_argument("--suite", required=True, help="the suite the buffer was collected on, e.g. point-mass")
+    p.add_argument("--seed", type=int, default=0, help="the suite's seed at collection (its tasks' goals; default: 0)")
+    p.add_argument("--dataset-id", required=True, help="Minari dataset id, (namespace/)name-v<N>")
+    p.add_argument("--per-task", action="store_true", help="one dataset per task")
+    p.add_argument("--root", default=None, metavar="DIR", help="datasets folder (default: $MINARI_DATASETS_PATH)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing datasets of the same ids")
+    p = dsub.add_parser("import", usage="meta-mbrl data import --dataset-id ID [ID ...] [--root DIR] --out FILE.npz",
+                        help="read Minari dataset(s) into a buffer file",
+                        description="Every dataset of one `data export` (e.g. all per-task ids) gives back the buffer "
+                        "exactly; other datasets are appended in the order given, one sources entry each.")
+    p.add_argument("--dataset-id", required=True, nargs="+", help="Minari dataset id(s)")
+    p.add_argument("--root", default=None, metavar="DIR", help="datasets folder (default: $MINARI_DATASETS_PATH)")
+    p.add_argument("--out", required=True, help="output buffer file (.npz)")
 
     p = sub.add_parser("evaluate", usage="meta-mbrl evaluate --checkpoint RUN [--out FILE] [--video DIR [--video-tasks N]] "
                        "[options]", help="control success on held-out tasks, judged by metaworld.evaluation")
@@ -163,6 +188,13 @@ def _run(args: argparse.Namespace) -> None:
         return
     from meta_mbrl import runs
 
+    if args.command == "data":
+        if args.data_command == "export":
+            runs.minari_export_run(args.buffer, args.suite, args.dataset_id, seed=args.seed, per_task=args.per_task,
+                                   root=args.root, overwrite=args.overwrite)
+        else:
+            runs.minari_import_run(args.dataset_id, args.out, root=args.root)
+        return
     overrides = overrides_from_args(args)
     progress = not args.no_progress
     if getattr(args, "workers", None) is not None or getattr(args, "ray_address", None) is not None:

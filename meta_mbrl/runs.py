@@ -514,6 +514,35 @@ def data_run(cfg: RunConfig, sources, out_csv: str | os.PathLike, progress: bool
     return table
 
 
+def minari_export_run(buffer_path: str | os.PathLike, suite_name: str, dataset_id: str, *, seed: int = 0,
+                      per_task: bool = False, root: str | os.PathLike | None = None, overwrite: bool = False,
+                      out=print) -> list[str]:
+    """``meta-mbrl data export``: a buffer file as Minari dataset(s) (:func:`~meta_mbrl.data.minari_io.export_minari`).
+
+    ``suite_name`` and ``seed`` must be those the buffer was collected with (``meta-mbrl collect``'s
+    ``--suite`` and ``--seed``): the seed sets the tasks' goals, which per-task datasets' env specs hold.
+    """
+    import task_suites
+    from meta_mbrl.data.minari_io import export_minari
+
+    buf = TaskBuffer.load(buffer_path)
+    suite = task_suites.make(suite_name, seed=seed)
+    ids = export_minari(buf, suite, dataset_id, per_task=per_task, root=root, overwrite=overwrite)
+    out(f"wrote {buf} as {len(ids)} Minari dataset(s): {' '.join(ids)}")
+    return ids
+
+
+def minari_import_run(dataset_ids, out_path: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                      out=print) -> TaskBuffer:
+    """``meta-mbrl data import``: Minari dataset(s) into one buffer file (:func:`~meta_mbrl.data.minari_io.import_minari`)."""
+    from meta_mbrl.data.minari_io import import_minari
+
+    buf = import_minari(dataset_ids, root=root)
+    buf.save(out_path)
+    out(f"wrote {buf} to {out_path}")
+    return buf
+
+
 # ---------------------------------------------------------------------------------------------- a checkpoint's config
 def checkpoint_config(ckpt: dict, cfg: RunConfig | None = None, overrides: dict | None = None) -> RunConfig:
     """``cfg``, or else the config saved in the checkpoint, with the dotted ``overrides`` applied."""
