@@ -21,6 +21,7 @@ from meta_mbrl.cli import main as cli_main
 from meta_mbrl.distributed.ddp import DistContext, init_distributed, shutdown
 from meta_mbrl.errors import DistributedError
 from meta_mbrl.meta import CaDM
+from meta_mbrl.training import RunDirLock
 
 STEPS, TASKS = 5, 4
 KW = dict(tasks_per_batch=TASKS, support=8, query=8, lr=1e-2, seed=3, progress=False)
@@ -56,6 +57,10 @@ def _worker(rank: int, world: int, port: int, buf_path: str, out: str) -> None:
         meta_train(learner, buf, 3, run_dir=run, dist=ctx, **KW)
         meta_train(learner, buf, STEPS, run_dir=run, dist=ctx, **KW)
         result["resumed"] = learner.state_dict()
+        try:  # the parent holds this run dir's lock: rank 0 fails to take it, rank 1 must stop too, not hang
+            meta_train(_learner("maml"), buf, 1, run_dir=os.path.join(out, "locked"), dist=ctx, **KW)
+        except ValueError as e:
+            result["locked"] = f"{type(e).__name__}: {e}"
         torch.save(result, os.path.join(out, f"rank{rank}.pt"))
     finally:
         shutdown()
@@ -76,6 +81,7 @@ def pm_buffer(tmp_path_factory):
 
 def test_two_gloo_ranks_match_one_process(pm_buffer, tmp_path, one_thread):
     buf, buf_path = pm_buffer
+    lock = RunDirLock(tmp_path / "locked").acquire()
     ctx = mp.start_processes(_worker, args=(2, _free_port(), buf_path, str(tmp_path)), nprocs=2, join=False,
                              start_method="spawn")
     deadline = time.monotonic() + 120
@@ -86,6 +92,7 @@ def test_two_gloo_ranks_match_one_process(pm_buffer, tmp_path, one_thread):
         for p in ctx.processes:
             if p.is_alive():
                 p.kill()
+        lock.release()
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for name in ("maml", "cadm"):
         learner = _learner(name)
@@ -97,6 +104,9 @@ def test_two_gloo_ranks_match_one_process(pm_buffer, tmp_path, one_thread):
         assert _max_diff(before, single) > 1e-3  # ... which did train
     assert _max_diff(ranks[0]["resumed"], ranks[0]["maml"]) < 1e-6  # resume = uninterrupted
     assert _max_diff(ranks[1]["resumed"], ranks[0]["maml"]) < 1e-6
+    assert ranks[0]["locked"].startswith("RunDirLockedError: run_dir:")
+    assert ranks[1]["locked"].startswith("DistributedError: distributed: rank 0 failed, so rank 1 stops too: "
+                                         "RunDirLockedError: run_dir:")
     run = tmp_path / "run"
     assert (run / "checkpoint.pt").exists() and (run / "train_log.csv").exists()
     assert not list(run.glob("*.tmp*"))

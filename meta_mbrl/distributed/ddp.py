@@ -6,8 +6,8 @@ How a step runs on ``W`` ranks (see :func:`~meta_mbrl.training.loop.meta_train` 
    sampler (one generator, seeded from the run's seed, advanced identically everywhere), and keeps
    its slice of ``T / W`` tasks (:func:`shard`);
 2. each rank computes ``learner.meta_loss`` on its slice and calls ``backward``;
-3. the gradients, the loss and the logged values are **averaged** over the ranks in one flat
-   ``all_reduce`` (:func:`all_reduce_mean`). Every built-in learner's meta-loss is a mean over the
+3. the gradients, the loss and the logged values are **averaged** over the ranks by two flat
+   ``all_reduce`` calls (:func:`all_reduce_mean`). Every built-in learner's meta-loss is a mean over the
    tasks of the batch (MAML and its variants, CaDM, PEARL, ALPaCA, multitask: ``per_task.mean()``;
    Reptile's gradient is linear in the mean of the adapted parameters), so the mean of the ``W``
    slice gradients *is* the single-process gradient of the mean loss over all ``T`` tasks;
@@ -25,9 +25,9 @@ DDP hooks its gradient reduction into the wrapped module's ``forward``, but a me
 ``meta_loss`` over functional parameter dicts (``torch.func.functional_call``, parameters expanded
 per task, inner gradients built inside the graph); DDP would need a ``forward`` shim,
 ``find_unused_parameters`` for learners whose heads are unused in some configurations, and its
-bucketed, overlapped reduction buys nothing at these model sizes. One ``all_reduce`` of a flat
+bucketed, overlapped reduction buys nothing at these model sizes. An ``all_reduce`` of a flat
 buffer after ``backward`` works for any learner with a mean-over-tasks ``meta_loss``, keeps the
-reduction order fixed, and carries the loss and the logged values in the same message.
+reduction order fixed, and a second small one carries the loss and the logged values (float64).
 
 Rank 0 alone takes the run-directory lock and writes checkpoints and logs; the other ranks only
 read nothing and wait in collectives. A failure of rank 0 before training (a locked run dir, an
