@@ -29,8 +29,8 @@ bucketed, overlapped reduction buys nothing at these model sizes. An ``all_reduc
 buffer after ``backward`` works for any learner with a mean-over-tasks ``meta_loss``, keeps the
 reduction order fixed, and a second small one carries the loss and the logged values (float64).
 
-Rank 0 alone takes the run-directory lock and writes checkpoints and logs; the other ranks only
-read nothing and wait in collectives. A failure of rank 0 before training (a locked run dir, an
+Rank 0 alone takes the run-directory lock, reads a checkpoint to resume from (and sends its state to the
+others) and writes checkpoints and logs; the other ranks touch no file. A failure of rank 0 before training (a locked run dir, an
 unreadable checkpoint) is broadcast (:func:`agree`) so every rank stops with the same message
 instead of hanging; under ``torchrun``, a rank that dies later brings the others down too.
 
