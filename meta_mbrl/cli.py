@@ -62,6 +62,14 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
                         "--outer-lr after a divergence); the change is recorded in config.json")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_ray_flags(p, "collection and control")
+    p.add_argument("--distributed", action="store_true",
+                   help="meta-train data-parallel on the processes torchrun starts (reads RANK, WORLD_SIZE, MASTER_ADDR, "
+                        "MASTER_PORT): `torchrun --nproc-per-node 2 -m meta_mbrl.cli train --distributed ...`; each "
+                        "process takes tasks-per-batch / W tasks of every meta-batch, rank 0 writes the run directory")
+    p.add_argument("--dist-backend", default=None, choices=["gloo", "nccl"],
+                   help="torch.distributed backend (default: nccl on a CUDA --device, gloo otherwise)")
+    p.add_argument("--dist-timeout", type=float, default=1800.0, metavar="SEC",
+                   help="how long a process waits for the others, e.g. while rank 0 collects the data (default: 1800)")
     add_config_flags(p, defaults)
 
     p = sub.add_parser("collect", help="collect episodes on a suite's tasks into a TaskBuffer file")
@@ -179,6 +187,30 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     return parser
 
 
+def _train(args: argparse.Namespace, cfg, run_dir: str, progress: bool) -> None:
+    import os
+
+    from meta_mbrl import runs
+    from meta_mbrl.errors import DistributedError
+
+    world = os.environ.get("WORLD_SIZE", "1")
+    if not args.distributed:
+        if world.strip() not in ("", "1"):
+            raise DistributedError(f"distributed: WORLD_SIZE is {world} (launched by torchrun?) but --distributed is not "
+                                   "given: every process would train alone in the same run directory; add --distributed")
+        runs.train_run(cfg, run_dir, progress=progress, resume_with_changes=args.resume_with_changes,
+                       workers=args.workers, ray_address=args.ray_address)
+        return
+    from meta_mbrl.distributed.ddp import init_distributed, shutdown
+
+    dist = init_distributed(cfg.device, args.dist_backend, timeout_s=args.dist_timeout)
+    try:
+        runs.train_run(cfg, run_dir, progress=progress and dist.is_main, resume_with_changes=args.resume_with_changes,
+                       out=print if dist.is_main else (lambda *a, **k: None), dist=dist)
+    finally:
+        shutdown()
+
+
 def _run(args: argparse.Namespace) -> None:
     if args.command == "plot":
         from meta_mbrl.evaluation.plots import plot_run
@@ -204,8 +236,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "train":
         cfg = make_config(args.preset, overrides)
         run_dir = args.run_dir or f"runs/{cfg.data.suite.replace(':', '_')}-{args.preset}-seed{cfg.seed}"
-        runs.train_run(cfg, run_dir, progress=progress, resume_with_changes=args.resume_with_changes,
-                       workers=args.workers, ray_address=args.ray_address)
+        _train(args, cfg, run_dir, progress)
     elif args.command == "collect":
         runs.collect_run(make_config(args.preset, overrides), args.split, args.out, progress=progress,
                          workers=args.workers, ray_address=args.ray_address)

@@ -8,7 +8,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["FileFormatError", "DivergenceError", "RunDirLockedError", "CollectionError"]
+__all__ = ["FileFormatError", "DivergenceError", "RunDirLockedError", "CollectionError", "DistributedError"]
 
 
 class FileFormatError(ValueError):
@@ -24,6 +24,11 @@ class DivergenceError(FloatingPointError):
 
 class RunDirLockedError(ValueError):
     """Another live process owns the run directory."""
+
+
+class DistributedError(ValueError):
+    """Data-parallel training cannot start or go on: torchrun's environment variables are missing, a
+    backend is unavailable, or rank 0 failed and the other ranks stop with its message."""
 
 
 class CollectionError(RuntimeError):

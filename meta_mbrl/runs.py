@@ -366,7 +366,8 @@ def _checkpoint_step(run: Path) -> int | None:
 
 # ---------------------------------------------------------------------------------------------- train
 def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True, out=print,
-              resume_with_changes: bool = False, workers: int | None = None, ray_address: str | None = None) -> pd.DataFrame:
+              resume_with_changes: bool = False, workers: int | None = None, ray_address: str | None = None,
+              dist=None) -> pd.DataFrame | None:
     """Collect on training tasks, meta-train, then the few-shot benchmark and control; resumes a killed run.
 
     Every stage is reproducible from ``cfg.seed``: the same command on the same machine and thread
@@ -374,31 +375,62 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
 
     ``workers`` / ``ray_address``: collect the training data and run control's task groups on Ray workers
     (:mod:`meta_mbrl.distributed`); the files are the same as without.
+
+    With ``dist`` (a :class:`~meta_mbrl.distributed.ddp.DistContext`; ``meta-mbrl train --distributed``
+    under ``torchrun``), rank 0 locks the run directory, checks and writes its config, collects (or
+    loads) the training data and saves it; the other ranks wait for it, load that data, and meta-train
+    data-parallel with it (:func:`~meta_mbrl.training.loop.meta_train` ``dist=``). The few-shot benchmark
+    and control then run on rank 0 alone; the other ranks return None.
     """
     from meta_mbrl.training.rundir import RunDirLock
 
     suite = check_before_work(cfg)
+    t = cfg.train
+    if dist is not None:
+        from meta_mbrl.distributed.ddp import agree, check_divisible
+
+        check_divisible(t.tasks_per_batch, dist.world_size)
+        if t.mb_rounds > 1:
+            raise ValueError(f"mb_rounds: the model-based data loop (--mb-rounds {t.mb_rounds}) does not run data-parallel "
+                             "yet; use --mb-rounds 1 with --distributed")
     run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    with RunDirLock(run):
-        doc = check_run_config(cfg, run, resume_with_changes, step=_checkpoint_step(run))
-        _write_config(run, doc)
+    buf_path = run / "train_buffer.npz"
+    train_kwargs = dict(tasks_per_batch=t.tasks_per_batch, support=t.support, query=t.query, lr=t.outer_lr,
+                        grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
+                        device=cfg.device, tensorboard=t.tensorboard, config=to_dict(cfg), query_mode=t.query_mode,
+                        support_max=t.support_max or None)
+    if dist is not None and not dist.is_main:
+        agree(dist, None)  # waits until rank 0 has locked the run dir and saved the training data
+        buffer = TaskBuffer.load(buf_path)
         seed_everything(cfg.seed)
-        out(f"suite {suite}")
-        buf_path = run / "train_buffer.npz"
-        if buf_path.exists():
-            buffer = TaskBuffer.load(buf_path)
-            out(f"resuming with the saved training data: {buffer}")
-        else:
-            buffer = _collect_train(cfg, suite, progress, workers, ray_address)
-            buffer.save(buf_path)
-            out(f"collected {buffer}")
         learner = build_learner(cfg, suite.obs_dim, suite.act_dim)
-        t = cfg.train
-        train_kwargs = dict(tasks_per_batch=t.tasks_per_batch, support=t.support, query=t.query, lr=t.outer_lr,
-                            grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
-                            device=cfg.device, tensorboard=t.tensorboard, config=to_dict(cfg), query_mode=t.query_mode,
-                            support_max=t.support_max or None)
+        meta_train(learner, buffer, steps=t.steps, run_dir=run, seed=cfg.seed, progress=False, dist=dist, **train_kwargs)
+        return None
+    lock = RunDirLock(run)
+    try:
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+            doc = check_run_config(cfg, run, resume_with_changes, step=_checkpoint_step(run))
+            _write_config(run, doc)
+            seed_everything(cfg.seed)
+            out(f"suite {suite}")
+            if buf_path.exists():
+                buffer = TaskBuffer.load(buf_path)
+                out(f"resuming with the saved training data: {buffer}")
+            else:
+                buffer = _collect_train(cfg, suite, progress, workers, ray_address)
+                buffer.save(buf_path)
+                out(f"collected {buffer}")
+        except BaseException as e:
+            if dist is not None:
+                agree(dist, e)  # the other ranks stop with this message
+            raise
+        if dist is not None:
+            agree(dist, None)
+            out(f"meta-training data-parallel on {dist.world_size} processes ({dist.backend}), "
+                f"{t.tasks_per_batch // dist.world_size} of {t.tasks_per_batch} tasks per process")
+        learner = build_learner(cfg, suite.obs_dim, suite.act_dim)
         try:
             if t.mb_rounds > 1:
                 from meta_mbrl.training import model_based_meta_train
@@ -412,7 +444,8 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
                 )
                 out(f"model-based data loop: {t.mb_rounds} rounds, now {buffer}")
             else:
-                meta_train(learner, buffer, steps=t.steps, run_dir=run, seed=cfg.seed, progress=progress, **train_kwargs)
+                meta_train(learner, buffer, steps=t.steps, run_dir=run, seed=cfg.seed, progress=progress, dist=dist,
+                           **train_kwargs)
         except DivergenceError as e:
             raise DivergenceError(f"{e}. From the command line: re-run the same command with the changed settings (e.g. "
                                   f"--outer-lr {t.outer_lr / 3:.2g}) and --resume-with-changes") from None
@@ -424,6 +457,8 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
                         workers=workers, ray_address=ray_address)
         control_run(run, run / "control.csv", out=out, suite=suite, cfg=cfg, progress=progress, workers=workers,
                     ray_address=ray_address)
+    finally:
+        lock.release()
     return kshot
 
 

@@ -1,4 +1,5 @@
-"""Ray: collection and control evaluation over several worker processes or machines (an optional extra).
+"""Scaling out. This package: Ray collection and control evaluation over several worker processes or machines (an
+optional extra). :mod:`meta_mbrl.distributed.ddp`: torch.distributed data-parallel meta-training.
 
 Nothing here imports ``ray`` until a function is called with workers; ``import meta_mbrl`` never does.
 

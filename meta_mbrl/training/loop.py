@@ -59,6 +59,7 @@ def meta_train(
     config: dict | None = None,
     query_mode: str = "following",
     support_max: int | None = None,
+    dist=None,
 ) -> pd.DataFrame:
     """Meta-trains ``learner`` on windows sampled from ``buffer`` with Adam.
 
@@ -87,6 +88,13 @@ def meta_train(
         support_max: if larger than ``support``, every step draws its support length ``M`` log-uniformly from
             ``[support, support_max]`` (one ``M`` per meta-batch, from the seeded sampler), so the learner meets
             the short and the long contexts it will adapt on (None or <= ``support``: always ``support``).
+        dist: a :class:`~meta_mbrl.distributed.ddp.DistContext` (from
+            :func:`~meta_mbrl.distributed.ddp.init_distributed`) to train data-parallel: every rank samples the
+            same meta-batch, computes the meta-loss on its ``tasks_per_batch / W`` tasks, and the gradients are
+            averaged before the same Adam step on every rank (so ``W`` ranks reproduce one process up to
+            summation order). Rank 0 alone locks ``run_dir`` and writes checkpoints and logs; on resume it
+            reads the checkpoint and sends the state to the others. Every rank must call ``meta_train`` with the
+            same arguments. None: one process.
 
     Returns:
         The training log as a DataFrame (one row per ``log_every`` steps, with ``sec_per_step``; the
@@ -99,6 +107,8 @@ def meta_train(
             names which, the step, and the last finite checkpoint on disk.
         RunDirLockedError: another live process is training in ``run_dir``.
         FileFormatError: ``run_dir/checkpoint.pt`` is unreadable or does not fit ``learner``.
+        ValueError: with ``dist``, ``tasks_per_batch`` is not a multiple of the number of ranks.
+        DistributedError: with ``dist``, on ranks 1.. when rank 0 failed before training (its message).
 
     Example:
         >>> import task_suites
@@ -118,22 +128,50 @@ def meta_train(
     if support_max is not None and (isinstance(support_max, bool) or not isinstance(support_max, (int, np.integer))
                                     or support_max < 0):
         raise ValueError(f"support_max: expected None or an int >= 0, got {support_max!r}")
-    lock = RunDirLock(run_dir) if run_dir is not None else None
-    if lock is not None:
-        lock.acquire()
+    main = dist is None or dist.is_main
+    if dist is not None:
+        from meta_mbrl.distributed.ddp import agree, check_divisible
+
+        check_divisible(tasks_per_batch, dist.world_size)
+    lock = RunDirLock(run_dir) if run_dir is not None and main else None
+    try:
+        if lock is not None:
+            lock.acquire()
+    except BaseException as e:
+        if dist is not None:
+            agree(dist, e)  # the other ranks stop with rank 0's message instead of waiting for it
+        raise
+    if dist is not None:
+        agree(dist, None)
     try:
         return _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, run_dir=run_dir,
                            checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, device=device,
                            grad_clip=grad_clip, fit_normalizers=fit_normalizers, resume=resume, progress=progress,
                            tensorboard=tensorboard, config=config, query_mode=query_mode,
-                           support_max=support_max if support_max and support_max > support else None)
+                           support_max=support_max if support_max and support_max > support else None, dist=dist)
     finally:
         if lock is not None:
             lock.release()
 
 
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, run_dir, checkpoint_every, log_every,
-                seed, device, grad_clip, fit_normalizers, resume, progress, tensorboard, config, query_mode, support_max):
+                seed, device, grad_clip, fit_normalizers, resume, progress, tensorboard, config, query_mode, support_max,
+                dist=None):
+    main = dist is None or dist.is_main
+    if dist is not None:
+        from meta_mbrl.distributed.ddp import agree, all_reduce_mean, broadcast_object, rank_device, shard
+
+        device = rank_device(device, dist)
     device = torch.device(device)
     learner.to(device)
     opt = torch.optim.Adam(learner.parameters(), lr=lr)
@@ -142,33 +180,59 @@ def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, 
     start, last_saved, acc = 0, None, []
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    resumed = resume and ckpt_path is not None and ckpt_path.exists()
-    if resumed:
-        ckpt = load_checkpoint(ckpt_path)
-        src = str(ckpt_path)
-        check_state_dict(learner, ckpt["state_dict"], src, what=f"the learner passed to meta_train ({type(learner).__name__})")
-        learner.load_state_dict(ckpt["state_dict"])
-        try:
-            if ckpt["optimizer"] is not None:
-                opt.load_state_dict(ckpt["optimizer"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            if "np_rng" in ckpt["extra"]:
-                rng.bit_generator.state = ckpt["extra"]["np_rng"]
-            acc = [{str(k): float(v) for k, v in a.items()} for a in ckpt["extra"].get("log_acc", [])]
-        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
-            raise FileFormatError(
-                f"checkpoint: {src!r}: its optimizer, RNG or log state does not fit this learner and run "
-                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-            ) from None
-        for group in opt.param_groups:  # the lr passed now wins over the saved one
-            group["lr"] = lr
-        start = last_saved = ckpt["step"]
-    elif fit_normalizers:
-        fit = getattr(learner, "fit_normalizers", None) or learner.model.fit_normalizers  # an Ensemble fits every member
-        fit(as_tensor_transitions(buffer.transitions(), device=device))
+    resumed = False
+
+    def load_or_fit() -> None:
+        nonlocal resumed, acc, start, last_saved
+        resumed = resume and ckpt_path is not None and ckpt_path.exists()
+        if resumed:
+            ckpt = load_checkpoint(ckpt_path)
+            src = str(ckpt_path)
+            check_state_dict(learner, ckpt["state_dict"], src, what=f"the learner passed to meta_train ({type(learner).__name__})")
+            learner.load_state_dict(ckpt["state_dict"])
+            try:
+                if ckpt["optimizer"] is not None:
+                    opt.load_state_dict(ckpt["optimizer"])
+                torch.set_rng_state(ckpt["torch_rng"])
+                if "np_rng" in ckpt["extra"]:
+                    rng.bit_generator.state = ckpt["extra"]["np_rng"]
+                acc = [{str(k): float(v) for k, v in a.items()} for a in ckpt["extra"].get("log_acc", [])]
+            except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+                raise FileFormatError(
+                    f"checkpoint: {src!r}: its optimizer, RNG or log state does not fit this learner and run "
+                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                ) from None
+            for group in opt.param_groups:  # the lr passed now wins over the saved one
+                group["lr"] = lr
+            start = last_saved = ckpt["step"]
+        elif fit_normalizers:
+            fit = getattr(learner, "fit_normalizers", None) or learner.model.fit_normalizers  # an Ensemble fits every member
+            fit(as_tensor_transitions(buffer.transitions(), device=device))
+
+    if dist is None:
+        load_or_fit()
+    else:  # rank 0 reads the checkpoint (or fits the normalizers) and sends the whole training state to the others
+        error = None
+        if main:
+            try:
+                load_or_fit()
+            except Exception as e:
+                error = e
+        agree(dist, error)
+        state = broadcast_object(_to_cpu({
+            "learner": learner.state_dict(), "opt": opt.state_dict(), "start": start, "resumed": resumed,
+            "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}) if main else None, dist)
+        if not main:
+            learner.load_state_dict(state["learner"])
+            if state["opt"]["state"]:
+                opt.load_state_dict(state["opt"])
+            rng.bit_generator.state = state["np_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            start, resumed = state["start"], state["resumed"]
+            last_saved = start if resumed else None
     resume_step = start if resumed else None
     logger = timing = None
-    if run is not None:
+    if run is not None and main:
         logger = CSVLogger(run / LOG_NAME, resume_step=resume_step, tensorboard_dir=str(run / "tb") if tensorboard else None)
         timing = CSVLogger(run / TIMING_NAME, resume_step=resume_step)
     # a log begun before wall-clock times moved to timing.csv keeps its sec_per_step column
@@ -195,6 +259,9 @@ def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, 
         nonlocal last_saved
         if ckpt_path is None:
             return
+        if not main:  # rank 0 writes; the others only know where the last checkpoint is
+            last_saved = step
+            return
         extra = {"np_rng": rng.bit_generator.state, "log_acc": acc}
         try:
             save_checkpoint(ckpt_path, learner, opt, step=step, env_steps=buffer.env_steps, config=config,
@@ -203,7 +270,8 @@ def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, 
             raise diverged(str(e)) from None
         last_saved = step
 
-    bar = tqdm(range(start, steps), desc="meta-train", unit="step", disable=not progress, initial=start, total=steps)
+    bar = tqdm(range(start, steps), desc="meta-train", unit="step", disable=not (progress and main), initial=start,
+               total=steps)
     t0, timed = time.perf_counter(), 0
     params = [p for p in learner.parameters()]
     names = {id(p): n for n, p in learner.named_parameters()}
@@ -212,11 +280,18 @@ def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, 
             done = step + 1
             m = support if support_max is None else int(np.exp(rng.uniform(np.log(support), np.log(support_max + 1))))
             batch = buffer.sample(tasks_per_batch, m, query, rng, device=device, query_mode=query_mode)
+            if dist is not None:  # the same meta-batch on every rank (same seeded rng); each keeps its slice of tasks
+                batch = shard(batch, dist)
             loss, info = learner.meta_loss(batch)
+            if dist is not None:  # mean over ranks of the gradients, loss and logs = the whole meta-batch's
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                loss, info = all_reduce_mean(params, loss, info, dist)
             if not bool(torch.isfinite(loss.detach()).all()):
                 raise diverged(f"meta_loss: expected a finite loss, got {float(loss.detach().sum())} at step {done} ({info})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if dist is None:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else float("inf"))
             if not bool(torch.isfinite(gnorm)):
                 bad = [names.get(id(p), "?") for p in params if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
