@@ -45,6 +45,20 @@ from meta_mbrl.planning import CEM, MPCController  # noqa: E402
 from meta_mbrl.training import learner_from_checkpoint, load_checkpoint  # noqa: E402
 from meta_mbrl.types import Prediction, Transitions  # noqa: E402
 
+MODELS = ("true", "adapted", "adapted+true-dynamics", "adapted+true-reward")
+
+
+def swapped(adapted, true_fn, obs_dim: int, act_dim: int, true_dynamics: bool) -> FunctionModel:
+    """The adapted model with its next states (``true_dynamics``) or its rewards replaced by the true ones."""
+
+    def fn(obs, act):
+        with torch.no_grad():
+            pred = adapted.predict(obs.float(), act.float())
+        nxt, rew = true_fn(obs, act)
+        return (nxt, pred.reward.double()) if true_dynamics else (pred.next_obs.double(), rew)
+
+    return FunctionModel(fn, obs_dim, act_dim, dtype=torch.float64)
+
 
 class CountingModel:
     """Forwards ``predict`` to ``model`` and counts the rows (leading elements) it is asked for."""
@@ -112,7 +126,11 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", required=True, help="run directory of the prior (and of the planner settings)")
     ap.add_argument("--suite", default=None, help="suite to plan on (default: the checkpoint's)")
     ap.add_argument("--tasks", type=int, default=0, help="test tasks per class (0: all)")
-    ap.add_argument("--models", nargs="+", default=["adapted"], choices=["true", "adapted"])
+    ap.add_argument("--models", nargs="+", default=["adapted"], choices=list(MODELS),
+                    help="true: exact dynamics and reward; adapted: the prior adapted on exploration; "
+                         "adapted+true-dynamics / adapted+true-reward: the adapted model with one part swapped "
+                         "for the truth (which part of the model fails)")
+    ap.add_argument("--hierarchical-only", action="store_true", help="skip the flat planners")
     ap.add_argument("--steps", type=int, default=0, help="episode length (0: the suite's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--discount", type=float, default=1.0, help="of the imagined returns, every planner")
@@ -135,14 +153,17 @@ def main(argv=None) -> int:
     p = cfg.planner
     rows = []
     for kind in args.models:
+        if "true" in kind and not hasattr(suite, "true_dynamics"):
+            raise SystemExit(f"--models {kind}: suite {suite.name!r} has no true_dynamics")
         if kind == "true":
-            if not hasattr(suite, "true_dynamics"):
-                raise SystemExit(f"--models true: suite {suite.name!r} has no true_dynamics")
             model, ctx_steps, weights = FunctionModel(suite.true_dynamics(tasks), suite.obs_dim, suite.act_dim,
                                                       dtype=torch.float64), 0, 0
         else:
             model, ctx_steps = adapt_on_exploration(cfg, learner, suite, tasks, seed=args.seed + 1000)
             weights = network_weights(learner)
+            if kind != "adapted":
+                model = swapped(model, suite.true_dynamics(tasks), suite.obs_dim, suite.act_dim,
+                                true_dynamics=kind == "adapted+true-dynamics")
         hier = runs.build_planner(cfg, suite)
         res = {"planner": "hierarchical", "horizon": hier.horizon, "lookahead": hier.lookahead,
                **episode(suite, tasks, model, hier, args.seed, steps, args.discount)}
@@ -151,7 +172,7 @@ def main(argv=None) -> int:
         for h in (p.horizon, hier.lookahead):
             flat.append((f"flat CEM, equal compute, H={h}", h, max(2, round(budget / (p.iterations * h)))))
         results = [res]
-        for name, h, pop in flat:
+        for name, h, pop in ([] if args.hierarchical_only else flat):
             cem = CEM(suite.action_low, suite.action_high, horizon=h, population=pop, iterations=p.iterations,
                       seed=args.seed)
             results.append({"planner": name, "horizon": h, "lookahead": h, "population": pop,
@@ -159,7 +180,8 @@ def main(argv=None) -> int:
         for r in results:
             r.update(model=kind, suite=suite.name, tasks=len(tasks), context_env_steps=ctx_steps,
                      model_mflop_per_action=(2 * weights * r["rows_per_action"] / 1e6) if weights else math.nan,
-                     track="rl" if kind == "adapted" else "true dynamics", seed=args.seed, episode_steps=steps,
+                     track={"true": "true dynamics", "adapted": "rl"}.get(kind, "rl, part swapped for the truth"),
+                     seed=args.seed, episode_steps=steps,
                      checkpoint=str(args.checkpoint), **{f"hier_{k}": getattr(p, k) for k in (
                          "segment", "num_subgoals", "subgoal_population", "subgoal_iterations", "track_samples",
                          "track_lookahead", "subgoal_every", "low_level")})
