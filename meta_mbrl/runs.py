@@ -366,11 +366,13 @@ def _checkpoint_step(run: Path) -> int | None:
 
 # ---------------------------------------------------------------------------------------------- train
 def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True, out=print,
-              resume_with_changes: bool = False) -> pd.DataFrame:
+              resume_with_changes: bool = False, callback=None) -> pd.DataFrame:
     """Collect on training tasks, meta-train, then the few-shot benchmark and control; resumes a killed run.
 
     Every stage is reproducible from ``cfg.seed``: the same command on the same machine and thread
-    count writes bit-identical files. A finished stage whose inputs are unchanged is reused.
+    count writes bit-identical files. A finished stage whose inputs are unchanged is reused. ``callback`` goes to
+    :func:`~meta_mbrl.training.meta_train` (called at each log step; a truthy return ends meta-training there, and
+    the run goes on to its evaluations; an exception it raises, such as a sweep's pruning, ends the run).
     """
     from meta_mbrl.training.rundir import RunDirLock
 
@@ -395,7 +397,7 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
         train_kwargs = dict(tasks_per_batch=t.tasks_per_batch, support=t.support, query=t.query, lr=t.outer_lr,
                             grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
                             device=cfg.device, tensorboard=t.tensorboard, config=to_dict(cfg), query_mode=t.query_mode,
-                            support_max=t.support_max or None)
+                            support_max=t.support_max or None, callback=callback)
         try:
             if t.mb_rounds > 1:
                 from meta_mbrl.training import model_based_meta_train

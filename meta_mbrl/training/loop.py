@@ -59,6 +59,7 @@ def meta_train(
     config: dict | None = None,
     query_mode: str = "following",
     support_max: int | None = None,
+    callback=None,
 ) -> pd.DataFrame:
     """Meta-trains ``learner`` on windows sampled from ``buffer`` with Adam.
 
@@ -87,6 +88,11 @@ def meta_train(
         support_max: if larger than ``support``, every step draws its support length ``M`` log-uniformly from
             ``[support, support_max]`` (one ``M`` per meta-batch, from the seeded sampler), so the learner meets
             the short and the long contexts it will adapt on (None or <= ``support``: always ``support``).
+        callback: called as ``callback(step, row)`` after each log row is written (``row``: the logged means, e.g.
+            ``query_loss``, with ``sec_per_step``); a truthy return stops training early: a checkpoint is written
+            at that step (so a later call with the same ``run_dir`` continues from it) and the log so far is
+            returned with ``log.attrs["stopped_at"] = step``. An exception it raises (e.g. ``optuna.TrialPruned``)
+            propagates, like an interruption. None (the default) changes nothing.
 
     Returns:
         The training log as a DataFrame (one row per ``log_every`` steps, with ``sec_per_step``; the
@@ -106,6 +112,11 @@ def meta_train(
         >>> suite = task_suites.make("point-mass")
         >>> buf = collect(suite, suite.train_tasks, episodes_per_task=2, progress=False)
         >>> log = meta_train(MAML(DynamicsMLP(4, 2, hidden=(32,))), buf, steps=20, progress=False)
+        >>> stop = lambda step, row: step >= 10  # e.g. a pruner's verdict
+        >>> log = meta_train(MAML(DynamicsMLP(4, 2, hidden=(32,))), buf, steps=20, log_every=5, progress=False,
+        ...                  callback=stop)
+        >>> list(log["step"]), log.attrs["stopped_at"]
+        ([5, 10], 10)
     """
     if steps < 0:
         raise ValueError(f"steps: expected >= 0, got {steps}")
@@ -118,6 +129,8 @@ def meta_train(
     if support_max is not None and (isinstance(support_max, bool) or not isinstance(support_max, (int, np.integer))
                                     or support_max < 0):
         raise ValueError(f"support_max: expected None or an int >= 0, got {support_max!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback: expected None or a callable(step, row), got {type(callback).__name__}")
     lock = RunDirLock(run_dir) if run_dir is not None else None
     if lock is not None:
         lock.acquire()
@@ -126,14 +139,16 @@ def meta_train(
                            checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, device=device,
                            grad_clip=grad_clip, fit_normalizers=fit_normalizers, resume=resume, progress=progress,
                            tensorboard=tensorboard, config=config, query_mode=query_mode,
-                           support_max=support_max if support_max and support_max > support else None)
+                           support_max=support_max if support_max and support_max > support else None,
+                           callback=callback)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, run_dir, checkpoint_every, log_every,
-                seed, device, grad_clip, fit_normalizers, resume, progress, tensorboard, config, query_mode, support_max):
+                seed, device, grad_clip, fit_normalizers, resume, progress, tensorboard, config, query_mode, support_max,
+                callback=None):
     device = torch.device(device)
     learner.to(device)
     opt = torch.optim.Adam(learner.parameters(), lr=lr)
@@ -174,6 +189,7 @@ def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, 
     # a log begun before wall-clock times moved to timing.csv keeps its sec_per_step column
     legacy_timing = logger is not None and "sec_per_step" in (logger.fields or [])
     rows: list[dict] = []
+    stopped_at = None
 
     def diverged(what: str) -> DivergenceError:
         if ckpt_path is None:
@@ -244,8 +260,12 @@ def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, 
                 if "query_loss" in row:
                     bar.set_postfix(query=f"{row['query_loss']:.4f}", pre=f"{row.get('query_loss_pre', float('nan')):.4f}")
                 t0, timed, acc = time.perf_counter(), 0, []
-            if done % checkpoint_every == 0 or done == steps:
+                if callback is not None and callback(done, dict(rows[-1])):
+                    stopped_at = done
+            if done % checkpoint_every == 0 or done == steps or stopped_at is not None:
                 checkpoint(done)
+            if stopped_at is not None:
+                break
         if start >= steps and ckpt_path is not None and not ckpt_path.exists():
             checkpoint(start)
     finally:
@@ -253,4 +273,7 @@ def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, 
         if logger:
             logger.close()
             timing.close()
-    return pd.DataFrame(rows)
+    log = pd.DataFrame(rows)
+    if stopped_at is not None:
+        log.attrs["stopped_at"] = stopped_at
+    return log
