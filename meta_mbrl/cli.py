@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from meta_mbrl.config import PRESETS, make_config
+from meta_mbrl.config import PRESETS, load_preset_file, make_config
 from meta_mbrl.config.cli_args import add_config_flags, overrides_from_args
 
 __all__ = ["main", "build_parser"]
@@ -23,11 +24,35 @@ def _preset_of(argv: list[str]) -> str:
     return known.preset if known.preset in PRESETS else "quick"
 
 
-def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
-    """The whole command line; help texts show ``preset``'s values as defaults."""
+def _preset_file_of(argv: list[str]) -> str | None:
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # "--preset" is not short for "--preset-file"
+    pre.add_argument("--preset-file", default=None)
+    known, _ = pre.parse_known_args(argv)
+    return known.preset_file
+
+
+def _add_preset(p: argparse.ArgumentParser, preset_help: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)
+    g.add_argument("--preset-file", default=None, metavar="FILE",
+                   help='a preset file, JSON {"base": <preset>, "overrides": {<dotted path>: value}} (as written by '
+                        "meta-mbrl sweep: best_preset.json); its values become the defaults, flags still override")
+
+
+def _config(args: argparse.Namespace, overrides: dict):
+    """The command's config: its preset (or preset file) with the flags' overrides on top."""
+    if getattr(args, "preset_file", None):
+        base, file_overrides = load_preset_file(args.preset_file)
+        return make_config(base, {**file_overrides, **overrides})
+    return make_config(args.preset, overrides)
+
+
+def build_parser(preset: str = "quick", preset_overrides: dict | None = None) -> argparse.ArgumentParser:
+    """The whole command line; help texts show ``preset``'s values (with ``preset_overrides``, a preset file's) as
+    defaults."""
     from meta_mbrl import __version__
 
-    defaults = make_config(preset)
+    defaults = make_config(preset, preset_overrides)
     parser = argparse.ArgumentParser(prog="meta-mbrl", description="Meta-learned model-based RL toolkit.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,7 +60,7 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", usage="meta-mbrl train [--preset NAME] [--run-dir DIR] [options]",
                        help="collect on training tasks, meta-train, then the few-shot benchmark and control")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)
+    _add_preset(p, preset_help)
     p.add_argument("--run-dir", default=None, help="output folder (default: runs/<suite>-<preset>-seed<seed>)")
     p.add_argument("--resume-with-changes", action="store_true",
                    help="continue the run directory's last checkpoint with changed optimisation settings (e.g. a lower "
@@ -44,7 +69,7 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     add_config_flags(p, defaults)
 
     p = sub.add_parser("collect", help="collect episodes on a suite's tasks into a TaskBuffer file")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)
+    _add_preset(p, preset_help)
     p.add_argument("--split", default="train", choices=["train", "test"], help="which tasks (default: train)")
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--no-progress", action="store_true")
@@ -107,7 +132,7 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
                         help="train and compare learners on the same data, seed and planner")
     p.add_argument("--learners", nargs="+", default=None, help="learner names (default: all); each takes its "
                    "family's settings (--maml-*, --cadm-*, ...)")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)
+    _add_preset(p, preset_help)
     p.add_argument("--out", required=True, help="CSV file to write (one row per learner)")
     p.add_argument("--no-control", action="store_true", help="skip the control column")
     p.add_argument("--no-progress", action="store_true")
@@ -125,7 +150,7 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     p.add_argument("--sources", nargs="+", default=["colored-noise", "demo"], choices=list(DATA_SOURCES),
                    help="data sources to compare (default: colored-noise demo); demo = Meta-World's scripted policies "
                         "with --demo-noise, training classes only")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)
+    _add_preset(p, preset_help)
     p.add_argument("--out", required=True, help="CSV file to write")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults, sections=["run", "data"])
@@ -144,11 +169,12 @@ def _run(args: argparse.Namespace) -> None:
     overrides = overrides_from_args(args)
     progress = not args.no_progress
     if args.command == "train":
-        cfg = make_config(args.preset, overrides)
-        run_dir = args.run_dir or f"runs/{cfg.data.suite.replace(':', '_')}-{args.preset}-seed{cfg.seed}"
+        cfg = _config(args, overrides)
+        name = Path(args.preset_file).stem if args.preset_file else args.preset
+        run_dir = args.run_dir or f"runs/{cfg.data.suite.replace(':', '_')}-{name}-seed{cfg.seed}"
         runs.train_run(cfg, run_dir, progress=progress, resume_with_changes=args.resume_with_changes)
     elif args.command == "collect":
-        runs.collect_run(make_config(args.preset, overrides), args.split, args.out, progress=progress)
+        runs.collect_run(_config(args, overrides), args.split, args.out, progress=progress)
     elif args.command == "evaluate":
         if args.video is None and args.video_tasks is not None:
             raise ValueError(f"video_tasks: --video-tasks {args.video_tasks} needs --video DIR (where to write the GIFs)")
@@ -166,11 +192,11 @@ def _run(args: argparse.Namespace) -> None:
                           steps=args.finetune_steps, lr=args.finetune_lr, control=not args.no_control, units=args.units,
                           overrides=overrides, progress=progress)
     elif args.bench == "data":
-        runs.data_run(make_config(args.preset, overrides), args.sources, args.out, progress=progress)
+        runs.data_run(_config(args, overrides), args.sources, args.out, progress=progress)
     else:
         from meta_mbrl.meta import LEARNER_NAMES
 
-        runs.learners_run(make_config(args.preset, overrides), args.learners or list(LEARNER_NAMES), args.out,
+        runs.learners_run(_config(args, overrides), args.learners or list(LEARNER_NAMES), args.out,
                           control=not args.no_control, progress=progress)
 
 
@@ -180,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     from meta_mbrl.evaluation.plots import OptionalDependencyError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(_preset_of(argv)).parse_args(argv)
     try:
+        preset, preset_overrides, preset_file = _preset_of(argv), None, _preset_file_of(argv)
+        if preset_file is not None:
+            preset, preset_overrides = load_preset_file(preset_file)
+        args = build_parser(preset, preset_overrides).parse_args(argv)
         _run(args)
     except (ValueError, FloatingPointError, CollectionError, OSError, OptionalDependencyError) as e:  # OSError: a path that cannot be used
         msg = " ".join(str(e).split())
