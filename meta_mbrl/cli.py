@@ -1,4 +1,4 @@
-"""Command line: ``meta-mbrl collect | train | evaluate | bench kshot | bench learners | bench data | bench transfer | plot``.
+"""Command line: ``meta-mbrl collect | train | sweep | evaluate | bench kshot | bench learners | bench data | bench transfer | plot``.
 
 The config flags of every command are generated from the config sections (:mod:`meta_mbrl.config`),
 grouped by section in ``--help``, with the chosen preset's values (or, for commands that read a
@@ -154,6 +154,34 @@ def build_parser(preset: str = "quick", preset_overrides: dict | None = None) ->
     p.add_argument("--out", required=True, help="CSV file to write")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults, sections=["run", "data"])
+    p = sub.add_parser("sweep", usage="meta-mbrl sweep [--preset NAME | --preset-file FILE] --space SPEC [SPEC ...] "
+                       "--trials N --out DIR [--seeds S ...] [--objective NAME] [options]",
+                       help="hyperparameter sweep with Optuna (optional extra): several seeds per point, pruning, "
+                       "resumable; writes DIR/trials.csv and DIR/best_preset.json",
+                       description="Searches config fields by their dotted names; every trial trains a run per seed "
+                       "(collect, meta-train, few-shot benchmark, control) under DIR/trials/ and is scored by the "
+                       "objective (mean over seeds, 95%% t-interval in DIR/trials.csv). A MedianPruner may stop a trial "
+                       "from meta-training's query loss. The study is stored in DIR/sweep.db: run the same command again "
+                       "to continue it. The best point goes to DIR/best_preset.json (meta-mbrl train --preset-file). "
+                       "Other flags fix settings for every trial.")
+    _add_preset(p, preset_help)
+    p.add_argument("--space", nargs="+", required=True, metavar="SPEC",
+                   help="path=kind:args per searched field: train.outer_lr=log:1e-4:1e-2, planner.horizon=int:5:20, "
+                        "train.support=logint:8:128, learner.alpaca.half_life=float:4:32, learner.name=choice:maml,alpaca, "
+                        "model.hidden=choice:32x32,64x64")
+    p.add_argument("--trials", type=int, required=True, help="trials in total, counting earlier runs of this sweep")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="run seeds per point (default: 0 1)")
+    p.add_argument("--objective", default="kshot:dyn_mse",
+                   help="kshot:dyn_mse|kshot:reward_mse|kshot:dyn_mse_h10 [@K] (adapted error at K, default the largest; "
+                        "minimised), control:return|control:success (maximised), train:query_loss (default: kshot:dyn_mse)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the sweep's folder (sweep.db, trials.csv, best_preset.json)")
+    p.add_argument("--study-name", default=None, help="study name in the storage (default: DIR's name)")
+    p.add_argument("--storage", default=None, help="Optuna RDB URL (default: sqlite:///DIR/sweep.db)")
+    p.add_argument("--sweep-seed", type=int, default=0, help="seeds the sampler (default: 0)")
+    p.add_argument("--no-prune", action="store_true", help="run every trial to the end")
+    p.add_argument("--no-progress", action="store_true")
+    add_config_flags(p, defaults, sections=[s for s in ("data", "model", "learner", "train", "kshot", "planner", "control",
+                                                         "agent")] + ["run"])
     return parser
 
 
@@ -168,7 +196,24 @@ def _run(args: argparse.Namespace) -> None:
 
     overrides = overrides_from_args(args)
     progress = not args.no_progress
-    if args.command == "train":
+    if args.command == "sweep":
+        from meta_mbrl.sweep import sweep
+
+        overrides.pop("seed", None)  # --seeds
+        if args.preset_file:
+            base, file_overrides = load_preset_file(args.preset_file)
+            overrides = {**{k: v for k, v in file_overrides.items() if k != "seed"}, **overrides}
+        else:
+            base = args.preset
+        import pandas as pd
+
+        table = sweep(base, args.space, trials=args.trials, seeds=args.seeds, objective=args.objective, out=args.out,
+                      overrides=overrides, study_name=args.study_name, storage=args.storage, sweep_seed=args.sweep_seed,
+                      prune=not args.no_prune, progress=progress)
+        with pd.option_context("display.width", 250, "display.max_columns", 30):
+            print(table.drop(columns=["run_dir"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"wrote {Path(args.out) / 'trials.csv'} and {Path(args.out) / 'best_preset.json'}")
+    elif args.command == "train":
         cfg = _config(args, overrides)
         name = Path(args.preset_file).stem if args.preset_file else args.preset
         run_dir = args.run_dir or f"runs/{cfg.data.suite.replace(':', '_')}-{name}-seed{cfg.seed}"
