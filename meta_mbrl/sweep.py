@@ -27,7 +27,7 @@ Example:
     >>> parse_space(["train.outr_lr=log:1e-4:1e-2"], "test")
     Traceback (most recent call last):
     ...
-    ValueError: space: 'train.outr_lr=log:1e-4:1e-2': unknown config field 'train.outr_lr'; expected a dotted path such as 'train.outer_lr' or 'planner.horizon'
+    ValueError: space: 'train.outr_lr=log:1e-4:1e-2': unknown config field 'train.outr_lr'; expected a dotted path such as 'planner.horizon'
     >>> parse_objective("kshot:dyn_mse@16")
     Objective(source='kshot', metric='dyn_mse', k=16, direction='minimize')
 """
@@ -157,7 +157,7 @@ def parse_space(specs: Sequence[str], preset: str = "quick", overrides: Mapping[
         path = name if name in paths else short.get(name)
         if path is None:
             raise ValueError(f"space: {spec!r}: unknown config field {name!r}; expected a dotted path such as "
-                             "'train.outer_lr' or 'planner.horizon'")
+                             "'planner.horizon'")
         if path == "seed":
             raise ValueError(f"space: {spec!r}: the seed is not searched; give the seeds to run per point (--seeds)")
         if any(d.path == path for d in out):
