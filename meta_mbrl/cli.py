@@ -1,5 +1,5 @@
-"""Command line: ``meta-mbrl collect | data export | data import | train | evaluate | bench kshot | bench learners |
-bench data | bench transfer | plot``.
+"""Command line: ``meta-mbrl collect | data export | data import | train | sweep | evaluate | bench kshot |
+bench learners | bench data | bench transfer | plot``.
 
 The config flags of every command are generated from the config sections (:mod:`meta_mbrl.config`),
 grouped by section in ``--help``, with the chosen preset's values (or, for commands that read a
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from meta_mbrl.config import PRESETS, make_config
+from meta_mbrl.config import PRESETS, load_preset_file, make_config
 from meta_mbrl.config.cli_args import add_config_flags, overrides_from_args
 
 __all__ = ["main", "build_parser"]
@@ -43,11 +44,35 @@ def _add_ray_flags(p: argparse.ArgumentParser, what: str) -> None:
                         "(default 1 task in flight)")
 
 
-def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
-    """The whole command line; help texts show ``preset``'s values as defaults."""
+def _preset_file_of(argv: list[str]) -> str | None:
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # "--preset" is not short for "--preset-file"
+    pre.add_argument("--preset-file", default=None)
+    known, _ = pre.parse_known_args(argv)
+    return known.preset_file
+
+
+def _add_preset(p: argparse.ArgumentParser, preset_help: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)
+    g.add_argument("--preset-file", default=None, metavar="FILE",
+                   help='a preset file, JSON {"base": <preset>, "overrides": {<dotted path>: value}} (as written by '
+                        "meta-mbrl sweep: best_preset.json); its values become the defaults, flags still override")
+
+
+def _config(args: argparse.Namespace, overrides: dict):
+    """The command's config: its preset (or preset file) with the flags' overrides on top."""
+    if getattr(args, "preset_file", None):
+        base, file_overrides = load_preset_file(args.preset_file)
+        return make_config(base, {**file_overrides, **overrides})
+    return make_config(args.preset, overrides)
+
+
+def build_parser(preset: str = "quick", preset_overrides: dict | None = None) -> argparse.ArgumentParser:
+    """The whole command line; help texts show ``preset``'s values (with ``preset_overrides``, a preset file's) as
+    defaults."""
     from meta_mbrl import __version__
 
-    defaults = make_config(preset)
+    defaults = make_config(preset, preset_overrides)
     parser = argparse.ArgumentParser(prog="meta-mbrl", description="Meta-learned model-based RL toolkit.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,7 +80,7 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", usage="meta-mbrl train [--preset NAME] [--run-dir DIR] [options]",
                        help="collect on training tasks, meta-train, then the few-shot benchmark and control")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)
+    _add_preset(p, preset_help)
     p.add_argument("--run-dir", default=None, help="output folder (default: runs/<suite>-<preset>-seed<seed>)")
     p.add_argument("--resume-with-changes", action="store_true",
                    help="continue the run directory's last checkpoint with changed optimisation settings (e.g. a lower "
@@ -73,7 +98,7 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     add_config_flags(p, defaults)
 
     p = sub.add_parser("collect", help="collect episodes on a suite's tasks into a TaskBuffer file")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)
+    _add_preset(p, preset_help)
     p.add_argument("--split", default="train", choices=["train", "test"], help="which tasks (default: train)")
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--no-progress", action="store_true")
@@ -162,7 +187,7 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
                         help="train and compare learners on the same data, seed and planner")
     p.add_argument("--learners", nargs="+", default=None, help="learner names (default: all); each takes its "
                    "family's settings (--maml-*, --cadm-*, ...)")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)
+    _add_preset(p, preset_help)
     p.add_argument("--out", required=True, help="CSV file to write (one row per learner)")
     p.add_argument("--no-control", action="store_true", help="skip the control column")
     p.add_argument("--no-progress", action="store_true")
@@ -180,10 +205,38 @@ def build_parser(preset: str = "quick") -> argparse.ArgumentParser:
     p.add_argument("--sources", nargs="+", default=["colored-noise", "demo"], choices=list(DATA_SOURCES),
                    help="data sources to compare (default: colored-noise demo); demo = Meta-World's scripted policies "
                         "with --demo-noise, training classes only")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=preset_help)
+    _add_preset(p, preset_help)
     p.add_argument("--out", required=True, help="CSV file to write")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults, sections=["run", "data"])
+    p = sub.add_parser("sweep", usage="meta-mbrl sweep [--preset NAME | --preset-file FILE] --space SPEC [SPEC ...] "
+                       "--trials N --out DIR [--seeds S ...] [--objective NAME] [options]",
+                       help="hyperparameter sweep with Optuna (optional extra): several seeds per point, pruning, "
+                       "resumable; writes DIR/trials.csv and DIR/best_preset.json",
+                       description="Searches config fields by their dotted names; every trial trains a run per seed "
+                       "(collect, meta-train, few-shot benchmark, control) under DIR/trials/ and is scored by the "
+                       "objective (mean over seeds, 95%% t-interval in DIR/trials.csv). A MedianPruner may stop a trial "
+                       "from meta-training's query loss. The study is stored in DIR/sweep.db: run the same command again "
+                       "to continue it. The best point goes to DIR/best_preset.json (meta-mbrl train --preset-file). "
+                       "Other flags fix settings for every trial.")
+    _add_preset(p, preset_help)
+    p.add_argument("--space", nargs="+", required=True, metavar="SPEC",
+                   help="path=kind:args per searched field: train.outer_lr=log:1e-4:1e-2, planner.horizon=int:5:20, "
+                        "train.support=logint:8:128, learner.alpaca.half_life=float:4:32, learner.name=choice:maml,alpaca, "
+                        "model.hidden=choice:32x32,64x64")
+    p.add_argument("--trials", type=int, required=True, help="trials in total, counting earlier runs of this sweep")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="run seeds per point (default: 0 1)")
+    p.add_argument("--objective", default="kshot:dyn_mse",
+                   help="kshot:dyn_mse|kshot:reward_mse|kshot:dyn_mse_h10 [@K] (adapted error at K, default the largest; "
+                        "minimised), control:return|control:success (maximised), train:query_loss (default: kshot:dyn_mse)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the sweep's folder (sweep.db, trials.csv, best_preset.json)")
+    p.add_argument("--study-name", default=None, help="study name in the storage (default: DIR's name)")
+    p.add_argument("--storage", default=None, help="Optuna RDB URL (default: sqlite:///DIR/sweep.db)")
+    p.add_argument("--sweep-seed", type=int, default=0, help="seeds the sampler (default: 0)")
+    p.add_argument("--no-prune", action="store_true", help="run every trial to the end")
+    p.add_argument("--no-progress", action="store_true")
+    add_config_flags(p, defaults, sections=[s for s in ("data", "model", "learner", "train", "kshot", "planner", "control",
+                                                         "agent")] + ["run"])
     return parser
 
 
@@ -233,12 +286,30 @@ def _run(args: argparse.Namespace) -> None:
         from meta_mbrl.distributed import require_ray
 
         require_ray("--workers" if args.workers is not None else "--ray-address")  # before any work
-    if args.command == "train":
-        cfg = make_config(args.preset, overrides)
-        run_dir = args.run_dir or f"runs/{cfg.data.suite.replace(':', '_')}-{args.preset}-seed{cfg.seed}"
+    if args.command == "sweep":
+        from meta_mbrl.sweep import sweep
+
+        overrides.pop("seed", None)  # --seeds
+        if args.preset_file:
+            base, file_overrides = load_preset_file(args.preset_file)
+            overrides = {**{k: v for k, v in file_overrides.items() if k != "seed"}, **overrides}
+        else:
+            base = args.preset
+        import pandas as pd
+
+        table = sweep(base, args.space, trials=args.trials, seeds=args.seeds, objective=args.objective, out=args.out,
+                      overrides=overrides, study_name=args.study_name, storage=args.storage, sweep_seed=args.sweep_seed,
+                      prune=not args.no_prune, progress=progress)
+        with pd.option_context("display.width", 250, "display.max_columns", 30):
+            print(table.drop(columns=["run_dir"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"wrote {Path(args.out) / 'trials.csv'} and {Path(args.out) / 'best_preset.json'}")
+    elif args.command == "train":
+        cfg = _config(args, overrides)
+        name = Path(args.preset_file).stem if args.preset_file else args.preset
+        run_dir = args.run_dir or f"runs/{cfg.data.suite.replace(':', '_')}-{name}-seed{cfg.seed}"
         _train(args, cfg, run_dir, progress)
     elif args.command == "collect":
-        runs.collect_run(make_config(args.preset, overrides), args.split, args.out, progress=progress,
+        runs.collect_run(_config(args, overrides), args.split, args.out, progress=progress,
                          workers=args.workers, ray_address=args.ray_address)
     elif args.command == "evaluate":
         if args.video is None and args.video_tasks is not None:
@@ -258,11 +329,11 @@ def _run(args: argparse.Namespace) -> None:
                           steps=args.finetune_steps, lr=args.finetune_lr, control=not args.no_control, units=args.units,
                           overrides=overrides, progress=progress)
     elif args.bench == "data":
-        runs.data_run(make_config(args.preset, overrides), args.sources, args.out, progress=progress)
+        runs.data_run(_config(args, overrides), args.sources, args.out, progress=progress)
     else:
         from meta_mbrl.meta import LEARNER_NAMES
 
-        runs.learners_run(make_config(args.preset, overrides), args.learners or list(LEARNER_NAMES), args.out,
+        runs.learners_run(_config(args, overrides), args.learners or list(LEARNER_NAMES), args.out,
                           control=not args.no_control, progress=progress)
 
 
@@ -272,8 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     from meta_mbrl.evaluation.plots import OptionalDependencyError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(_preset_of(argv)).parse_args(argv)
     try:
+        preset, preset_overrides, preset_file = _preset_of(argv), None, _preset_file_of(argv)
+        if preset_file is not None:
+            preset, preset_overrides = load_preset_file(preset_file)
+        args = build_parser(preset, preset_overrides).parse_args(argv)
         _run(args)
     except (ValueError, FloatingPointError, CollectionError, OSError, OptionalDependencyError) as e:  # OSError: a path that cannot be used
         msg = " ".join(str(e).split())

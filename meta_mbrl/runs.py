@@ -367,11 +367,13 @@ def _checkpoint_step(run: Path) -> int | None:
 # ---------------------------------------------------------------------------------------------- train
 def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True, out=print,
               resume_with_changes: bool = False, workers: int | None = None, ray_address: str | None = None,
-              dist=None) -> pd.DataFrame | None:
+              dist=None, callback=None) -> pd.DataFrame | None:
     """Collect on training tasks, meta-train, then the few-shot benchmark and control; resumes a killed run.
 
     Every stage is reproducible from ``cfg.seed``: the same command on the same machine and thread
-    count writes bit-identical files. A finished stage whose inputs are unchanged is reused.
+    count writes bit-identical files. A finished stage whose inputs are unchanged is reused. ``callback`` goes to
+    :func:`~meta_mbrl.training.meta_train` (called at each log step; a truthy return ends meta-training there, and
+    the run goes on to its evaluations; an exception it raises, such as a sweep's pruning, ends the run).
 
     ``workers`` / ``ray_address``: collect the training data and run control's task groups on Ray workers
     (:mod:`meta_mbrl.distributed`); the files are the same as without.
@@ -398,7 +400,7 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
     train_kwargs = dict(tasks_per_batch=t.tasks_per_batch, support=t.support, query=t.query, lr=t.outer_lr,
                         grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
                         device=cfg.device, tensorboard=t.tensorboard, config=to_dict(cfg), query_mode=t.query_mode,
-                        support_max=t.support_max or None)
+                        support_max=t.support_max or None, callback=callback)
     if dist is not None and not dist.is_main:
         agree(dist, None)  # waits until rank 0 has locked the run dir and saved the training data
         buffer = TaskBuffer.load(buf_path)

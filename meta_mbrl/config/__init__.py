@@ -51,6 +51,7 @@ __all__ = [
     "PEARLSection", "MultiTaskSection", "FineTuneSection", "ALPaCASection", "TrainSection", "KShotSection", "PlannerSection",
     "ControlSection", "AgentSection", "SECTIONS", "PRESETS", "FAMILY_OF", "make_config", "to_dict", "from_dict", "config_paths",
     "short_names", "section_of", "learner_kwargs", "model_kwargs", "field_docs", "run_environment", "CONFIG_FORMAT",
+    "load_preset_file", "write_preset_file", "preset_file_config",
 ]
 
 CONFIG_FORMAT = "meta_mbrl.config/2"
@@ -168,6 +169,68 @@ def make_config(preset: str = "quick", overrides: Mapping[str, object] | None = 
                              "or a field name")
         _set(d, path, list(value) if isinstance(value, tuple) else value)
     return from_dict(d)
+
+
+_PRESET_FILE_KEYS = {"base", "overrides", "about"}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def write_preset_file(path: str | os.PathLike, base: str, overrides: Mapping[str, object], about: dict | None = None) -> Path:
+    """Writes a preset file: JSON ``{"base": <preset>, "overrides": {<dotted path>: value}, "about": {...}}``.
+
+    The overrides are checked first (:func:`make_config`); ``about`` is free-form provenance (e.g. the sweep it came
+    from) that loading ignores. The file is replaced atomically.
+
+    Example:
+        >>> import tempfile, os
+        >>> f = write_preset_file(os.path.join(tempfile.mkdtemp(), "best.json"), "test", {"planner.horizon": 6})
+        >>> preset_file_config(f).planner.horizon
+        6
+    """
+    from meta_mbrl.io import atomic_path
+
+    make_config(base, overrides)
+    doc = {"base": base, "overrides": {k: _plain(v) for k, v in overrides.items()}}
+    if about:
+        doc["about"] = about
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(doc, indent=2) + "\n")
+    return Path(path)
+
+
+def load_preset_file(path: str | os.PathLike) -> tuple[str, dict]:
+    """The ``(base preset, overrides)`` of a preset file written by :func:`write_preset_file` (or by hand).
+
+    Raises:
+        FileFormatError: naming the file, if it cannot be read, is not such a document, or its values are invalid.
+    """
+    from meta_mbrl.errors import FileFormatError
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileFormatError(f"preset_file: cannot read {str(path)!r}: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("base"), str) or not isinstance(doc.get("overrides", {}), dict) \
+            or set(doc) - _PRESET_FILE_KEYS:
+        raise FileFormatError(f"preset_file: {str(path)!r}: expected a JSON object {{\"base\": <preset name>, "
+                              f"\"overrides\": {{<dotted path>: value}}}} (optional \"about\"), got "
+                              f"{sorted(doc) if isinstance(doc, dict) else type(doc).__name__}")
+    overrides = dict(doc.get("overrides", {}))
+    try:
+        make_config(doc["base"], overrides)
+    except (ValueError, TypeError) as e:
+        raise FileFormatError(f"preset_file: {str(path)!r} holds invalid settings: {e}") from None
+    return doc["base"], overrides
+
+
+def preset_file_config(path: str | os.PathLike, overrides: Mapping[str, object] | None = None) -> RunConfig:
+    """The config of a preset file, with ``overrides`` (dotted paths) on top of the file's values."""
+    base, file_overrides = load_preset_file(path)
+    return make_config(base, {**file_overrides, **(overrides or {})})
 
 
 def learner_kwargs(cfg: RunConfig) -> dict:

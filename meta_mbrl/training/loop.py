@@ -60,6 +60,7 @@ def meta_train(
     query_mode: str = "following",
     support_max: int | None = None,
     dist=None,
+    callback=None,
 ) -> pd.DataFrame:
     """Meta-trains ``learner`` on windows sampled from ``buffer`` with Adam.
 
@@ -95,6 +96,11 @@ def meta_train(
             summation order). Rank 0 alone locks ``run_dir`` and writes checkpoints and logs; on resume it
             reads the checkpoint and sends the state to the others. Every rank must call ``meta_train`` with the
             same arguments. None: one process.
+        callback: called as ``callback(step, row)`` after each log row is written (``row``: the logged means, e.g.
+            ``query_loss``, with ``sec_per_step``); a truthy return stops training early: a checkpoint is written
+            at that step (so a later call with the same ``run_dir`` continues from it) and the log so far is
+            returned with ``log.attrs["stopped_at"] = step``. An exception it raises (e.g. ``optuna.TrialPruned``)
+            propagates, like an interruption. None (the default) changes nothing.
 
     Returns:
         The training log as a DataFrame (one row per ``log_every`` steps, with ``sec_per_step``; the
@@ -116,6 +122,11 @@ def meta_train(
         >>> suite = task_suites.make("point-mass")
         >>> buf = collect(suite, suite.train_tasks, episodes_per_task=2, progress=False)
         >>> log = meta_train(MAML(DynamicsMLP(4, 2, hidden=(32,))), buf, steps=20, progress=False)
+        >>> stop = lambda step, row: step >= 10  # e.g. a pruner's verdict
+        >>> log = meta_train(MAML(DynamicsMLP(4, 2, hidden=(32,))), buf, steps=20, log_every=5, progress=False,
+        ...                  callback=stop)
+        >>> list(log["step"]), log.attrs["stopped_at"]
+        ([5, 10], 10)
     """
     if steps < 0:
         raise ValueError(f"steps: expected >= 0, got {steps}")
@@ -128,6 +139,10 @@ def meta_train(
     if support_max is not None and (isinstance(support_max, bool) or not isinstance(support_max, (int, np.integer))
                                     or support_max < 0):
         raise ValueError(f"support_max: expected None or an int >= 0, got {support_max!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback: expected None or a callable(step, row), got {type(callback).__name__}")
+    if callback is not None and dist is not None:
+        raise ValueError("callback: not supported with dist (a rank that stops alone would leave the others waiting)")
     main = dist is None or dist.is_main
     if dist is not None:
         from meta_mbrl.distributed.ddp import agree, check_divisible
@@ -148,7 +163,8 @@ def meta_train(
                            checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, device=device,
                            grad_clip=grad_clip, fit_normalizers=fit_normalizers, resume=resume, progress=progress,
                            tensorboard=tensorboard, config=config, query_mode=query_mode,
-                           support_max=support_max if support_max and support_max > support else None, dist=dist)
+                           support_max=support_max if support_max and support_max > support else None, dist=dist,
+                           callback=callback)
     finally:
         if lock is not None:
             lock.release()
@@ -166,7 +182,7 @@ def _to_cpu(obj):
 
 def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, run_dir, checkpoint_every, log_every,
                 seed, device, grad_clip, fit_normalizers, resume, progress, tensorboard, config, query_mode, support_max,
-                dist=None):
+                dist=None, callback=None):
     main = dist is None or dist.is_main
     if dist is not None:
         from meta_mbrl.distributed.ddp import agree, all_reduce_mean, broadcast_object, rank_device, shard
@@ -238,6 +254,7 @@ def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, 
     # a log begun before wall-clock times moved to timing.csv keeps its sec_per_step column
     legacy_timing = logger is not None and "sec_per_step" in (logger.fields or [])
     rows: list[dict] = []
+    stopped_at = None
 
     def diverged(what: str) -> DivergenceError:
         if ckpt_path is None:
@@ -319,8 +336,12 @@ def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, 
                 if "query_loss" in row:
                     bar.set_postfix(query=f"{row['query_loss']:.4f}", pre=f"{row.get('query_loss_pre', float('nan')):.4f}")
                 t0, timed, acc = time.perf_counter(), 0, []
-            if done % checkpoint_every == 0 or done == steps:
+                if callback is not None and callback(done, dict(rows[-1])):
+                    stopped_at = done
+            if done % checkpoint_every == 0 or done == steps or stopped_at is not None:
                 checkpoint(done)
+            if stopped_at is not None:
+                break
         if start >= steps and ckpt_path is not None and not ckpt_path.exists():
             checkpoint(start)
     finally:
@@ -328,4 +349,7 @@ def _meta_train(learner, buffer, steps, tasks_per_batch, support, query, lr, *, 
         if logger:
             logger.close()
             timing.close()
-    return pd.DataFrame(rows)
+    log = pd.DataFrame(rows)
+    if stopped_at is not None:
+        log.attrs["stopped_at"] = stopped_at
+    return log
