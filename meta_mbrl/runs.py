@@ -795,6 +795,8 @@ def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat
     control_key = to_dict(cfg.control)
     if not control_key["task_group"]:
         del control_key["task_group"]  # keys of runs made before the setting existed stay valid
+    if control_key["num_evals"] > 1:
+        control_key["rounds"] = 1  # Meta-World's rounds on fresh agents (issue #14): older multi-round tables are stale
     key = content_key(checkpoint=ckpt["state_dict"], planner=to_dict(cfg.planner),
                       control=control_key, suite=cfg.data.suite, seed=cfg.seed, **({"flat": True} if flat else {}),
                       **({"value_agent": agent_key} if agent_key else {}))
