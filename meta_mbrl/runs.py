@@ -375,7 +375,7 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
     :func:`~meta_mbrl.training.meta_train` (called at each log step; a truthy return ends meta-training there, and
     the run goes on to its evaluations; an exception it raises, such as a sweep's pruning, ends the run).
 
-    ``workers`` / ``ray_address``: collect the training data and run control's task groups on Ray workers
+    ``workers`` / ``ray_address``: collect the training data and run control's task groups (Meta-World: its rounds) on Ray workers
     (:mod:`meta_mbrl.distributed`); the files are the same as without.
 
     With ``dist`` (a :class:`~meta_mbrl.distributed.ddp.DistContext`; ``meta-mbrl train --distributed``
@@ -763,7 +763,8 @@ def control_run(checkpoint: str | os.PathLike, out_csv: str | os.PathLike | None
     Args:
         out_csv: where to write; None: a new numbered file ``RUN/evaluations/control-NNN.csv`` (never overwrites).
         flat: score the flat planner even if a value-guided agent exists.
-        workers / ray_address: run the task groups (``control.task_group``) on Ray workers; the same rows.
+        workers / ray_address: run the task groups (``control.task_group``), or Meta-World's evaluation rounds
+            (``control.num_evals``), on Ray workers; the same rows.
     """
     from meta_mbrl.training.rundir import RunDirLock
 
@@ -794,6 +795,8 @@ def _control_run(checkpoint, out_csv, out, suite, cfg, overrides, progress, flat
     control_key = to_dict(cfg.control)
     if not control_key["task_group"]:
         del control_key["task_group"]  # keys of runs made before the setting existed stay valid
+    if control_key["num_evals"] > 1:
+        control_key["rounds"] = 1  # Meta-World's rounds on fresh agents (issue #14): older multi-round tables are stale
     key = content_key(checkpoint=ckpt["state_dict"], planner=to_dict(cfg.planner),
                       control=control_key, suite=cfg.data.suite, seed=cfg.seed, **({"flat": True} if flat else {}),
                       **({"value_agent": agent_key} if agent_key else {}))
@@ -900,6 +903,33 @@ def evaluate_group(cfg: RunConfig, learner, suite, tasks, group: int, offset: in
                                evaluation_episodes=c.evaluation_episodes, seed=cfg.seed + offset, progress=progress)
 
 
+def evaluate_round(cfg: RunConfig, learner, suite, round_: int, actor_critic=None, progress: bool = False,
+                   reseed: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Round ``round_`` of the Meta-World control evaluation: ``metalearning_evaluation`` with ``num_evals=1`` on a
+    fresh agent seeded ``policy_seed(cfg.seed, round_)`` (after ``seed_everything`` of it when ``reseed``), in envs
+    seeded ``cfg.seed`` whose goal samplers first skip ``round_`` rounds (so the goals are those of round ``round_``
+    of one call from round 0, and depend only on ``(cfg.seed, round_)``). The same in this process and on a Ray
+    worker; :func:`meta_mbrl.evaluation.combine_rounds` merges the rounds."""
+    import dataclasses
+
+    from meta_mbrl.data.rollout import policy_seed
+    from meta_mbrl.evaluation import metaworld_evaluation
+
+    c = cfg.control
+    rcfg = dataclasses.replace(cfg, seed=policy_seed(cfg.seed, round_))
+    if reseed:
+        seed_everything(rcfg.seed)
+    mbs = c.meta_batch_size or len(suite.test_classes)
+    if actor_critic is not None:
+        agent = build_value_agent(rcfg, learner, actor_critic, suite, mbs)
+    else:
+        agent = build_agent(rcfg, learner, suite, num_envs=mbs)
+    return metaworld_evaluation(agent, suite, num_evals=1, adaptation_episodes=c.adaptation_episodes,
+                                evaluation_episodes=c.evaluation_episodes, meta_batch_size=mbs,
+                                max_episode_steps=c.max_episode_steps or None, seed=cfg.seed, progress=progress,
+                                first_round=round_)
+
+
 def evaluate_control(cfg: RunConfig, learner, suite, progress: bool = False,
                      actor_critic=None, ray: dict | None = None) -> tuple[pd.DataFrame, dict, str]:
     """Control of ``learner`` on the suite's held-out tasks with the config's planner and budget.
@@ -908,31 +938,22 @@ def evaluate_control(cfg: RunConfig, learner, suite, progress: bool = False,
     Returns ``(df, info, judge)``; Meta-World suites are judged by ``metalearning_evaluation``. Other suites run
     in task groups of ``control.task_group`` (:func:`evaluate_group`); with ``ray`` (``checkpoint``, ``value``,
     ``workers``, ``address``) the groups run on Ray workers, each building the agent from the checkpoint: the
-    same rows. Meta-World's judge samples the goals of all test classes itself and runs in this process.
+    same rows. Meta-World suites run ``control.num_evals`` rounds (:func:`evaluate_round`), on Ray workers with
+    ``ray``, combined as ``metalearning_evaluation`` combines its rounds: the same table either way.
     """
-    from meta_mbrl.evaluation import metaworld_evaluation
+    from meta_mbrl.evaluation import combine_rounds
 
-    def build_agent(cfg, learner, suite, num_envs):
-        if actor_critic is not None:
-            return build_value_agent(cfg, learner, actor_critic, suite, num_envs)
-        return globals()["build_agent"](cfg, learner, suite, num_envs)
-
-    c = cfg.control
-    max_steps = c.max_episode_steps or None
     if hasattr(suite, "make_benchmark_envs"):
+        rounds = list(range(cfg.control.num_evals))
         if ray is not None:
-            import warnings
+            from meta_mbrl import distributed
 
-            warnings.warn("--workers: Meta-World's metalearning_evaluation samples the goals of all test classes itself; "
-                          "it runs in this process (Ray evaluation covers the other suites' task groups)", UserWarning,
-                          stacklevel=2)
-        mbs = c.meta_batch_size or len(suite.test_classes)
-        agent = build_agent(cfg, learner, suite, num_envs=mbs)
-        df, info = metaworld_evaluation(
-            agent, suite, num_evals=c.num_evals, adaptation_episodes=c.adaptation_episodes,
-            evaluation_episodes=c.evaluation_episodes, meta_batch_size=mbs, max_episode_steps=max_steps,
-            seed=cfg.seed, progress=progress,
-        )
+            parts = distributed.evaluate_rounds(ray["checkpoint"], cfg, rounds, value=ray["value"],
+                                                workers=ray["workers"], address=ray["address"], progress=progress)
+        else:
+            # round 0 uses the caller's RNG state as before rounds existed (control_run seeds it to cfg.seed first)
+            parts = [evaluate_round(cfg, learner, suite, r, actor_critic, progress, reseed=r > 0) for r in rounds]
+        df, info = combine_rounds(parts)
         return df, info, "metaworld.evaluation.metalearning_evaluation"
     groups = task_groups(cfg, list(suite.test_tasks))
     if ray is not None:

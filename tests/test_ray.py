@@ -165,3 +165,100 @@ def test_import_does_not_import_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------- Meta-World rounds
+@pytest.fixture(scope="module")
+def ml1_run(tmp_path_factory):
+    """A tiny ml1:reach-v3 run (~7 s): 2 training tasks, 5 meta-steps, a small CEM, 20-step control episodes."""
+    run = tmp_path_factory.mktemp("ray-mw") / "run"
+    assert main(["train", "--suite", "ml1:reach-v3", "--preset", "test", "--tasks-per-class", "2",
+                 "--kshot-tasks-per-class", "1", "--steps", "5", "--control-max-episode-steps", "20",
+                 "--plan-population", "8", "--plan-horizon", "3", "--run-dir", str(run), "--no-progress"]) == 0
+    return run
+
+
+@pytest.mark.metaworld
+def test_metaworld_rounds_on_workers_equal_serial(cluster, ml1_run, tmp_path):
+    serial, par, one = tmp_path / "serial.csv", tmp_path / "par.csv", tmp_path / "one.csv"
+    flags = ["--checkpoint", str(ml1_run), "--control-num-evals", "2", "--no-progress"]
+    assert main(["evaluate", *flags, "--out", str(serial)]) == 0
+    assert main(["evaluate", *flags, "--out", str(par), "--workers", "2"]) == 0
+    a, b = pd.read_csv(serial), pd.read_csv(par)
+    assert list(a.task_class) == ["reach-v3"] and (a.num_evals == 2).all() and (a.adapt_env_steps == 2 * 20).all()
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    # one round is the evaluation train ran (num_evals 1, as before rounds existed)
+    assert main(["evaluate", "--checkpoint", str(ml1_run), "--no-progress", "--out", str(one)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(one), pd.read_csv(ml1_run / "control.csv"), check_exact=True)
+
+
+@pytest.mark.metaworld
+def test_round_r_draws_the_goals_of_round_r():
+    """metaworld_evaluation(first_round=r) skips r goal draws: round r's goals are those of one call's round r."""
+    suite = task_suites.make("ml1:reach-v3", seed=0)
+    envs = suite.make_benchmark_envs("test", seed=3, max_episode_steps=20)
+    goals = []
+    for _ in range(3):
+        envs.call("sample_tasks")
+        goals.append(np.array(envs.get_attr("_target_pos")))
+    envs.close()
+    assert not np.array_equal(goals[0], goals[1])
+    for r in range(3):
+        fresh = suite.make_benchmark_envs("test", seed=3, max_episode_steps=20)
+        for _ in range(r + 1):
+            fresh.call("sample_tasks")
+        assert np.array_equal(np.array(fresh.get_attr("_target_pos")), goals[r])
+        fresh.close()
+
+
+def test_combine_rounds_is_metaworlds_aggregation(monkeypatch):
+    """combine_rounds of N rounds' results = metalearning_evaluation(num_evals=N) on the same per-round results."""
+    import metaworld.evaluation as mwe
+
+    from meta_mbrl.evaluation import combine_rounds
+
+    names = {"ReachEnvV3": "reach-v3", "PushEnvV3": "push-v3", "SweepIntoEnvV3": "sweep-into-v3"}
+    rng = np.random.default_rng(0)
+    # per round, as metaworld's evaluation() returns it: rates keyed in set(task names) order
+    rounds = [(float(rng.uniform()), float(rng.uniform(0, 500)),
+               {n: float(rng.integers(0, 4) / 3) for n in set(names.values())}) for _ in range(5)]
+    calls = iter(rounds)
+    monkeypatch.setattr(mwe, "evaluation", lambda agent, envs, episodes: (*next(calls), {}))
+    monkeypatch.setattr(mwe, "ALL_V3_ENVIRONMENTS", {v: type(k, (), {}) for k, v in names.items()})
+
+    class Envs:
+        num_envs = 3
+
+        def call(self, *a):
+            pass
+
+        def get_attr(self, name):
+            return list(names)
+
+        def reset(self):
+            return np.zeros((3, 1)), {}
+
+        def step(self, act):
+            return np.zeros((3, 1)), np.zeros(3), np.ones(3, bool), np.zeros(3, bool), {}
+
+    class Agent:
+        def init(self):
+            pass
+
+        def adapt_action(self, obs):
+            return np.zeros((3, 1)), {}
+
+        def step(self, ts):
+            pass
+
+        def adapt(self):
+            pass
+
+    success, ret, per_class = mwe.metalearning_evaluation(Agent(), Envs(), num_evals=5, adaptation_episodes=1)
+    parts = [(pd.DataFrame({"task_class": sorted(pc), "success_rate": [pc[c] for c in sorted(pc)]}),
+              {"mean_success_rate": s, "mean_return": r, "adapt_env_steps": 1, "eval_env_steps": 1, "seconds": 0.0})
+             for s, r, pc in rounds]
+    df, info = combine_rounds(parts)
+    assert info["mean_success_rate"] == success and info["mean_return"] == ret and info["num_evals"] == 5
+    assert dict(zip(df.task_class, df.success_rate)) == {k: float(v) for k, v in per_class.items()}
+    assert combine_rounds(parts[:1])[1]["mean_return"] == rounds[0][1]  # one round: its own numbers

@@ -7,7 +7,8 @@ The unit of work is the one the serial code already has, so the results never de
 workers: :func:`collect` sends each chunk of ``num_envs`` tasks (the serial :func:`~meta_mbrl.data.collect`'s
 vector envs, seeded from ``(seed, chunk)``) to a worker as one Ray task and merges the chunks' buffers in
 chunk order: the same arrays, trajectory order, task order and ``sources`` entry as the serial call.
-:func:`evaluate_groups` does the same with the control evaluation's task groups (``control.task_group``).
+:func:`evaluate_groups` does the same with the control evaluation's task groups (``control.task_group``), and
+:func:`evaluate_rounds` with Meta-World's evaluation rounds (``control.num_evals``).
 
 A worker process that dies (killed, out of memory) is retried by Ray (``max_retries``); a chunk that still
 fails, or whose env raises, is reported by a :class:`~meta_mbrl.errors.CollectionError` whose ``.buffer``
@@ -24,7 +25,7 @@ import numpy as np
 
 from meta_mbrl.errors import CollectionError
 
-__all__ = ["require_ray", "ray_session", "collect", "evaluate_groups", "merge_buffers"]
+__all__ = ["require_ray", "ray_session", "collect", "evaluate_groups", "evaluate_rounds", "merge_buffers"]
 
 MAX_RETRIES = 2  # attempts after the first when a worker process dies
 
@@ -201,9 +202,8 @@ def collect(suite, tasks: Sequence, policy="colored-noise", episodes_per_task: i
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def _evaluate_part(checkpoint, cfg, value: bool, groups):
-    """Some task groups of the control evaluation, in a worker: builds the learner (and value agent) from the
-    checkpoint as the serial run does, then runs each group; returns ``[(g, df, info), ...]``."""
+def _load_for_evaluation(checkpoint, cfg, value: bool):
+    """In a worker: the learner (and value agent) from the checkpoint as the serial run builds them, and the suite."""
     import task_suites
     from meta_mbrl import runs
     from meta_mbrl.training import learner_from_checkpoint, load_checkpoint
@@ -211,7 +211,15 @@ def _evaluate_part(checkpoint, cfg, value: bool, groups):
     ckpt = load_checkpoint(checkpoint)
     learner = learner_from_checkpoint(ckpt, device=cfg.device)
     ac = runs.load_value_agent(runs._run_dir_of(checkpoint), learner, cfg.device) if value else None
-    suite = task_suites.make(cfg.data.suite, seed=cfg.seed)
+    return learner, ac, task_suites.make(cfg.data.suite, seed=cfg.seed)
+
+
+def _evaluate_part(checkpoint, cfg, value: bool, groups):
+    """Some task groups of the control evaluation, in a worker: builds the learner (and value agent) from the
+    checkpoint as the serial run does, then runs each group; returns ``[(g, df, info), ...]``."""
+    from meta_mbrl import runs
+
+    learner, ac, suite = _load_for_evaluation(checkpoint, cfg, value)
     out = []
     for g, offset, ids in groups:
         by_id = {t.id: t for t in suite.test_tasks}
@@ -244,3 +252,39 @@ def evaluate_groups(checkpoint, cfg, groups, *, value: bool, workers: int = 2, a
                 print(f"control on Ray: {len(results)}/{len(groups)} task groups ({time.perf_counter() - t0:.0f} s)",
                       flush=True)
     return [results[g] for g, _, _ in groups]
+
+
+def _evaluate_rounds_part(checkpoint, cfg, value: bool, rounds):
+    """Some Meta-World evaluation rounds, in a worker: ``[(r, df, info), ...]`` of :func:`meta_mbrl.runs.evaluate_round`."""
+    from meta_mbrl import runs
+
+    learner, ac, suite = _load_for_evaluation(checkpoint, cfg, value)
+    return [(r, *runs.evaluate_round(cfg, learner, suite, r, actor_critic=ac)) for r in rounds]
+
+
+def evaluate_rounds(checkpoint, cfg, rounds: Sequence[int], *, value: bool, workers: int = 2,
+                    address: str | None = None, max_retries: int = MAX_RETRIES, progress: bool = True):
+    """Meta-World's control evaluation rounds on Ray workers, one Ray task per round.
+
+    Each worker loads the checkpoint and runs :func:`meta_mbrl.runs.evaluate_round` (a fresh agent seeded from
+    ``(cfg.seed, r)``, the goals of round ``r``), as the serial evaluation does for every round; returns
+    ``[(df, info), ...]`` in round order, for :func:`meta_mbrl.evaluation.combine_rounds`. A worker that dies is
+    retried; a round that still fails raises a RuntimeError naming it.
+    """
+    results = {}
+    rounds = list(rounds)
+    t0 = time.perf_counter()
+    with ray_session(workers, address) as ray:
+        remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(_evaluate_rounds_part)
+        submit = lambda i, r: remote.remote(str(checkpoint), cfg, value, [r])  # noqa: E731
+        for i, ref in _limited(ray, submit, rounds, workers):
+            try:
+                for r, df, info in ray.get(ref):
+                    results[r] = (df, info)
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError, ray.exceptions.NodeDiedError) as e:
+                raise RuntimeError(f"control: Meta-World evaluation round {rounds[i]} failed on a Ray worker: "
+                                   f"{type(e).__name__}: {' '.join(str(e).split())[:400]}") from e
+            if progress:
+                print(f"control on Ray: {len(results)}/{len(rounds)} evaluation rounds "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return [results[r] for r in rounds]

@@ -7,7 +7,7 @@ The plotting (:mod:`~meta_mbrl.evaluation.plots`, needs matplotlib) and video
 
 from importlib import import_module
 
-from meta_mbrl.evaluation.control import metaworld_evaluation, protocol_evaluation, random_agent_returns
+from meta_mbrl.evaluation.control import combine_rounds, metaworld_evaluation, protocol_evaluation, random_agent_returns
 from meta_mbrl.evaluation.data_stats import data_benchmark, data_stats
 from meta_mbrl.evaluation.kshot import (
     KShotData,
@@ -28,7 +28,8 @@ _LAZY = {
 }
 
 __all__ = ["kshot_benchmark", "prepare_kshot", "KShotData", "save_kshot_data", "load_kshot_data", "summarize_kshot",
-           "fit_models", "data_stats", "data_benchmark", "metaworld_evaluation", "protocol_evaluation", "random_agent_returns", *_LAZY]
+           "fit_models", "data_stats", "data_benchmark", "metaworld_evaluation", "combine_rounds", "protocol_evaluation",
+           "random_agent_returns", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-__all__ = ["metaworld_evaluation", "protocol_evaluation", "random_agent_returns"]
+__all__ = ["metaworld_evaluation", "combine_rounds", "protocol_evaluation", "random_agent_returns"]
 
 
 class _Progress:
@@ -61,6 +61,7 @@ def metaworld_evaluation(
     seed: int | None = None,
     strategy: str = "sync",
     progress: bool = False,
+    first_round: int = 0,
 ) -> tuple[pd.DataFrame, dict]:
     """Scores ``agent`` on a Meta-World suite's test classes with ``metalearning_evaluation``.
 
@@ -81,6 +82,10 @@ def metaworld_evaluation(
         seed: the envs' seed (default: the suite's).
         strategy: ``"sync"`` or ``"async"`` vector env.
         progress: show a progress bar of vector steps.
+        first_round: advance each sub-env's goal sampler past this many rounds first (``sample_tasks``, the call
+            the judge makes at the start of every round), so that the call's rounds get the goals of rounds
+            ``first_round, first_round + 1, ...`` of a call from round 0 with the same ``seed``. Round ``r`` alone
+            (``num_evals=1, first_round=r``) thus draws goals that depend only on ``(seed, r)``.
 
     Returns:
         ``(df, info)``: one row per test class with its ``success_rate``, and info with the mean
@@ -90,6 +95,8 @@ def metaworld_evaluation(
 
     if not hasattr(suite, "make_benchmark_envs"):
         raise ValueError(f"suite: expected a Meta-World suite, got {type(suite).__name__}; use protocol_evaluation")
+    if isinstance(first_round, bool) or not isinstance(first_round, (int, np.integer)) or first_round < 0:
+        raise ValueError(f"first_round: expected an int >= 0, got {first_round!r}")
     for name, v in (("num_evals", num_evals), ("adaptation_episodes", adaptation_episodes),
                     ("evaluation_episodes", evaluation_episodes)):
         if v < 1:
@@ -110,6 +117,8 @@ def metaworld_evaluation(
         raise ValueError(f"agent: expected an agent for {mbs} envs (meta_batch_size), got num_envs={agent.num_envs}")
     envs = suite.make_benchmark_envs("test", meta_batch_size=mbs, seed=seed, strategy=strategy,
                                      max_episode_steps=max_episode_steps, total_tasks_per_cls=total_tasks_per_cls)
+    for _ in range(int(first_round)):
+        envs.call("sample_tasks")  # metaworld's pseudorandom sampler: the next goal of a seeded shuffle per sub-env
     before = dict(agent.env_steps)
     t0 = time.perf_counter()
     steps = max_episode_steps or suite.max_episode_steps
@@ -136,6 +145,39 @@ def metaworld_evaluation(
         "eval_env_steps": agent.env_steps["eval"] - before["eval"],
         "seconds": time.perf_counter() - t0,
     }
+    return df, info
+
+
+def combine_rounds(parts) -> tuple[pd.DataFrame, dict]:
+    """One table and info of Meta-World evaluation rounds ``[(df, info), ...]`` (each from :func:`metaworld_evaluation`
+    with ``num_evals=1``, in round order), aggregated as ``metalearning_evaluation`` aggregates its own rounds.
+
+    That is: a class's success rate is the mean over rounds of its per-round rate (``np.mean(axis=0)`` of the
+    rounds x classes array), and the mean success rate and mean return are the per-round means summed in round
+    order and divided by the number of rounds. One call with ``num_evals=N`` and its ``N`` rounds combined here give
+    the same floats for the same per-round results; one round comes back with the same numbers. Env steps and
+    seconds add up.
+    """
+    parts = list(parts)
+    if not parts:
+        raise ValueError("parts: expected at least one round")
+    n = len(parts)
+    classes = list(parts[0][0]["task_class"])
+    rates = np.zeros((n, len(classes)))
+    total_success, total_return = 0.0, 0.0
+    for r, (df, info) in enumerate(parts):
+        by_class = dict(zip(df["task_class"], df["success_rate"], strict=True))
+        if sorted(by_class) != sorted(classes):
+            raise ValueError(f"parts: round {r} scored classes {sorted(by_class)}, round 0 {sorted(classes)}")
+        rates[r] = [by_class[c] for c in classes]
+        total_success += info["mean_success_rate"]
+        total_return += info["mean_return"]
+    success = rates.mean(axis=0)
+    df = pd.DataFrame({"task_class": classes, "success_rate": [float(v) for v in success]})
+    info = {**parts[0][1], "mean_success_rate": float(total_success / n), "mean_return": float(total_return / n),
+            "num_evals": sum(i.get("num_evals", 1) for _, i in parts)}
+    for k in ("adapt_env_steps", "eval_env_steps", "seconds"):
+        info[k] = sum(i[k] for _, i in parts)
     return df, info
 
 
