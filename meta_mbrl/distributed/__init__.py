@@ -228,6 +228,28 @@ def _evaluate_part(checkpoint, cfg, value: bool, groups):
     return out
 
 
+def _evaluate_on_ray(part, checkpoint, cfg, items: list, *, value: bool, what: str, name_of, workers: int,
+                     address: str | None, max_retries: int, progress: bool) -> list:
+    """``part(checkpoint, cfg, value, [item]) -> [(key, ...), ...]`` as one Ray task per item; the results in item order
+    (keyed by each item's ``name_of``). A worker that dies is retried; an item that still fails raises a RuntimeError
+    naming it."""
+    results = {}
+    t0 = time.perf_counter()
+    with ray_session(workers, address) as ray:
+        remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(part)
+        submit = lambda i, item: remote.remote(str(checkpoint), cfg, value, [item])  # noqa: E731
+        for i, ref in _limited(ray, submit, items, workers):
+            try:
+                for key, *rest in ray.get(ref):
+                    results[key] = (key, *rest)
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError, ray.exceptions.NodeDiedError) as e:
+                raise RuntimeError(f"control: {what} {name_of(items[i])} failed on a Ray worker: "
+                                   f"{type(e).__name__}: {' '.join(str(e).split())[:400]}") from e
+            if progress:
+                print(f"control on Ray: {len(results)}/{len(items)} {what}s ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return results
+
+
 def evaluate_groups(checkpoint, cfg, groups, *, value: bool, workers: int = 2, address: str | None = None,
                     max_retries: int = MAX_RETRIES, progress: bool = True):
     """The control evaluation's task groups ``[(g, offset, task ids), ...]`` on Ray workers, one Ray task per group.
@@ -236,21 +258,9 @@ def evaluate_groups(checkpoint, cfg, groups, *, value: bool, workers: int = 2, a
     for every group; returns ``[(g, df, info), ...]`` in group order. A worker that dies is retried; a group that
     still fails raises a RuntimeError naming its tasks.
     """
-    results = {}
-    t0 = time.perf_counter()
-    with ray_session(workers, address) as ray:
-        remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(_evaluate_part)
-        submit = lambda i, grp: remote.remote(str(checkpoint), cfg, value, [grp])  # noqa: E731
-        for i, ref in _limited(ray, submit, groups, workers):
-            try:
-                for g, df, info in ray.get(ref):
-                    results[g] = (g, df, info)
-            except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError, ray.exceptions.NodeDiedError) as e:
-                raise RuntimeError(f"control: evaluation group {groups[i][0]} (tasks {list(groups[i][2])[:5]}) failed on a "
-                                   f"Ray worker: {type(e).__name__}: {' '.join(str(e).split())[:400]}") from e
-            if progress:
-                print(f"control on Ray: {len(results)}/{len(groups)} task groups ({time.perf_counter() - t0:.0f} s)",
-                      flush=True)
+    results = _evaluate_on_ray(_evaluate_part, checkpoint, cfg, list(groups), value=value, what="evaluation group",
+                               name_of=lambda grp: f"{grp[0]} (tasks {list(grp[2])[:5]})", workers=workers,
+                               address=address, max_retries=max_retries, progress=progress)
     return [results[g] for g, _, _ in groups]
 
 
@@ -271,20 +281,8 @@ def evaluate_rounds(checkpoint, cfg, rounds: Sequence[int], *, value: bool, work
     ``[(df, info), ...]`` in round order, for :func:`meta_mbrl.evaluation.combine_rounds`. A worker that dies is
     retried; a round that still fails raises a RuntimeError naming it.
     """
-    results = {}
     rounds = list(rounds)
-    t0 = time.perf_counter()
-    with ray_session(workers, address) as ray:
-        remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(_evaluate_rounds_part)
-        submit = lambda i, r: remote.remote(str(checkpoint), cfg, value, [r])  # noqa: E731
-        for i, ref in _limited(ray, submit, rounds, workers):
-            try:
-                for r, df, info in ray.get(ref):
-                    results[r] = (df, info)
-            except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError, ray.exceptions.NodeDiedError) as e:
-                raise RuntimeError(f"control: Meta-World evaluation round {rounds[i]} failed on a Ray worker: "
-                                   f"{type(e).__name__}: {' '.join(str(e).split())[:400]}") from e
-            if progress:
-                print(f"control on Ray: {len(results)}/{len(rounds)} evaluation rounds "
-                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    return [results[r] for r in rounds]
+    results = _evaluate_on_ray(_evaluate_rounds_part, checkpoint, cfg, rounds, value=value,
+                               what="Meta-World evaluation round", name_of=str, workers=workers, address=address,
+                               max_retries=max_retries, progress=progress)
+    return [results[r][1:] for r in rounds]
