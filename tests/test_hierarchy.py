@@ -191,3 +191,26 @@ def test_value_agent_plans_hierarchically_from_the_config():
     tasks = suite.test_tasks[:2]
     df, _ = protocol_evaluation(agent, suite, tasks, adaptation_episodes=1, evaluation_episodes=1, seed=0)
     assert np.isfinite(df.eval_return).all() and agent.planner.last_subgoals.shape == (2, 2, 2)
+
+
+def test_rows_per_plan_is_what_the_model_is_asked_for(maze):
+    """The equal-compute comparisons count model rows; the planner's own account must match the count."""
+
+    class Counting:
+        def __init__(self, model):
+            self.model, self.rows = model, 0
+            self.obs_dim, self.act_dim, self.dtype, self.device = 4, 2, model.dtype, model.device
+
+        def predict(self, obs, act):
+            self.rows += obs[..., 0].numel()
+            return self.model.predict(obs, act)
+
+    tasks = maze.test_tasks[:3]
+    low = CEM(maze.action_low, maze.action_high, horizon=10, population=20, iterations=2, seed=1)
+    planner = _hierarchical(maze, population=8, iterations=2, num_subgoals=2, segment=5, subgoal_every=3, low=low)
+    model = Counting(FunctionModel(maze.true_dynamics(tasks), 4, 2, dtype=torch.float64))
+    mpc = MPCController(planner, num_envs=3)
+    obs = np.tile(np.array([[-0.5, -1.0, 0.0, 0.0]]), (3, 1))
+    for _ in range(6):  # two high-level searches, four plans on kept subgoals
+        mpc.act(obs, model)
+    assert model.rows == 6 * 3 * planner.rows_per_plan()

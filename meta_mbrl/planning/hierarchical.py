@@ -25,8 +25,9 @@ start observations, discount and value it reads. ``last_subgoals`` keeps the mos
 for inspection (drawing them). With the default ``subgoal_every=1`` nothing of one plan carries into
 the next; ``subgoal_every=n`` keeps the subgoals for ``n`` plans (the high level "every k steps").
 
-Compute: ``iterations * population * M * k * track_samples`` model rows per plan for the high level
-(plus the low planner's ``iterations * (population + 1 + M') * horizon``); see :meth:`HierarchicalPlanner.rows_per_plan`.
+Compute: ``iterations * population * M * k * track_samples`` model rows per high-level search, once every
+``subgoal_every`` plans, plus the low planner's rollouts; :meth:`HierarchicalPlanner.rows_per_plan` gives the
+average per plan (equal to the rows a counting model sees: tested).
 """
 
 from __future__ import annotations
@@ -161,14 +162,19 @@ class HierarchicalPlanner(Planner):
         """``M * k``: imagined steps of the high level."""
         return self.num_subgoals * self.segment
 
-    def rows_per_plan(self, num_proposals: int = 0) -> int:
-        """Model rows one ``plan`` predicts per env (high level, plus the low planner's rollouts)."""
-        rows = self.iterations * self.population * self.lookahead * self.track_samples
+    def rows_per_plan(self, num_proposals: int = 0) -> float:
+        """Model rows one ``plan`` predicts per env, on average over ``subgoal_every`` plans: the high level's search
+        (``iterations * population * M k * track_samples``) once, the kept subgoals' tracking path (``H *
+        track_samples``) on the other ``subgoal_every - 1`` plans, and the low planner's rollouts (``iterations *
+        (population + 2 + num_proposals) * H``: the best path and the warm start join its candidates)."""
+        high = self.iterations * self.population * self.lookahead * self.track_samples
+        kept = max(self.horizon, 1) * self.track_samples
+        rows = (high + (self.subgoal_every - 1) * kept) / self.subgoal_every
         if self.low is not None:
-            rows += self.low.iterations * (getattr(self.low, "population", 0) + 1 + num_proposals) * self.horizon
+            rows += self.low.iterations * (getattr(self.low, "population", 0) + 2 + num_proposals) * self.horizon
         return rows
 
-    def _track_actions(self, n_random: int) -> torch.Tensor:
+    def _track_actions(self) -> torch.Tensor:
         """``(S, A)``: mid-range, each axis at either bound, then uniform random actions (drawn now)."""
         a = self.action_dim
         fixed = [self.mid]
@@ -262,7 +268,7 @@ class HierarchicalPlanner(Planner):
         if max(self.subgoal_dims) >= o0.shape[-1]:
             raise ValueError(f"subgoal_dims: expected indices < the observation dim {o0.shape[-1]}, got {self.subgoal_dims}")
         b, m, d = mean.shape[0], self.num_subgoals, len(self.subgoal_dims)
-        track = self._track_actions(self.track_samples)
+        track = self._track_actions()
         rows = torch.arange(b, device=self.device)
         if (self._goals is None or tuple(self._goals.shape) != (b, m, d)
                 or bool((self._age >= self.subgoal_every).any())):
