@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from task_suites.base import BaseSuite, Task
-from task_suites.point_mass import BOUND, DT, BatchedPointVecEnv, _observation_space, _real
+from task_suites.point_mass import BOUND, DT, BatchedPointVecEnv, _check_env_args, _observation_space
 from task_suites.registration import POINT_MAZE_ID
 
 __all__ = ["PointMazeSuite", "PointMazeEnv", "PointMazeVecEnv", "WALLS", "SUCCESS_RADIUS"]
@@ -138,15 +138,7 @@ class PointMazeEnv(gym.Env):
 
     def __init__(self, mass: float = 1.0, damping: float = 0.25, goal: Sequence[float] = (-1.0, 1.2), walls=WALLS,
                  start_region=START_REGION, render_mode: str | None = None):
-        mass, damping = _real("mass", mass, positive=True), _real("damping", damping, positive=False)
-        try:
-            g = np.asarray(goal, dtype=np.float64)
-        except (TypeError, ValueError):
-            g = np.full(0, np.nan)
-        if g.shape != (2,) or not np.isfinite(g).all():
-            raise ValueError(f"goal: expected two finite numbers (x, y), got {goal!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode: expected None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        mass, damping, g = _check_env_args(self, mass, damping, goal, render_mode)
         self.walls, self.start_region = _check_walls(walls), tuple(start_region)
         self.goal = (float(g[0]), float(g[1]))
         self.params = np.array([[mass, damping, *self.goal]])

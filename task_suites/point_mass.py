@@ -140,6 +140,20 @@ def _real(name: str, x, *, positive: bool) -> float:
     return float(x)
 
 
+def _check_env_args(env: gym.Env, mass, damping, goal, render_mode) -> tuple[float, float, np.ndarray]:
+    """The single envs' arguments checked: ``(mass, damping, goal (2,))``; raises ValueError naming the argument."""
+    mass, damping = _real("mass", mass, positive=True), _real("damping", damping, positive=False)
+    try:
+        g = np.asarray(goal, dtype=np.float64)
+    except (TypeError, ValueError):
+        g = np.full(0, np.nan)
+    if g.shape != (2,) or not np.isfinite(g).all():
+        raise ValueError(f"goal: expected two finite numbers (x, y), got {goal!r}")
+    if render_mode is not None and render_mode not in env.metadata["render_modes"]:
+        raise ValueError(f"render_mode: expected None or one of {env.metadata['render_modes']}, got {render_mode!r}")
+    return mass, damping, g
+
+
 def _observation_space() -> gym.spaces.Box:
     """``[x, y, vx, vy]``: positions inside the walls, velocities at most ``MAX_SPEED`` per axis."""
     high = np.array([BOUND, BOUND, MAX_SPEED, MAX_SPEED])
@@ -173,15 +187,7 @@ class PointMassEnv(gym.Env):
 
     def __init__(self, mass: float = 1.0, damping: float = 0.5, goal: Sequence[float] = (0.0, 0.0),
                  render_mode: str | None = None):
-        mass, damping = _real("mass", mass, positive=True), _real("damping", damping, positive=False)
-        try:
-            g = np.asarray(goal, dtype=np.float64)
-        except (TypeError, ValueError):
-            g = np.full(0, np.nan)
-        if g.shape != (2,) or not np.isfinite(g).all():
-            raise ValueError(f"goal: expected two finite numbers (x, y), got {goal!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode: expected None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        mass, damping, g = _check_env_args(self, mass, damping, goal, render_mode)
         self.mass, self.damping, self.goal = mass, damping, (float(g[0]), float(g[1]))
         self.params = np.array([[self.mass, self.damping, *self.goal]], dtype=np.float64)
         self.render_mode = render_mode
