@@ -5,6 +5,9 @@ Names:
     ``"custom:<train,...>|<test,...>"``: a custom ML split over any Meta-World v3 classes.
     ``"point-mass"``: the fast suite for tests and tutorials.
     ``"point-maze"``: the point mass in a maze, goal behind a wall: a long-horizon suite (hierarchy, transfer).
+    ``"cadm:halfcheetah-mass"``, ``"cadm:halfcheetah-damping"``, ``"cadm:ant-mass"``, ``"cadm:ant-damping"``,
+    ``"cadm:crippled-halfcheetah"``, ``"cadm:slim-humanoid"``: CaDM's parametric-dynamics suites over Gymnasium's
+    MuJoCo v5 envs (mass / damping factors, a crippled actuator); see :mod:`task_suites.mujoco_params`.
 
 Every suite's ``make_env(task, seed)`` returns a registered gymnasium env, exactly what ``gym.make``
 of its id returns (with the ``TimeLimit``). The ids are registered at ``import task_suites``:
@@ -18,6 +21,9 @@ of its id returns (with the ``TimeLimit``). The ids are registered at ``import t
     One task of a Meta-World suite by its stable id: ``task_id="ml10/test/door-close-v3/03"`` (the id's
     prefix names the suite: ``ml10``, ``ml45``, ``ml1:<env>``, ``custom:<train>|<test>``), ``suite_seed``
     (the seed the suite was made with, default 0), ``render_mode``; 500 steps per episode, goal hidden.
+``"task_suites/MuJoCoParam-v0"``
+    One task of a CaDM suite by its stable id: ``task_id="cadm:halfcheetah-mass/test/03"``, ``suite`` (optional,
+    the id's prefix), ``suite_seed`` (default 0), ``render_mode``; 1000 steps per episode.
 
 Example:
     >>> import gymnasium as gym
@@ -38,14 +44,16 @@ from __future__ import annotations
 from task_suites.base import BaseSuite, Task
 from task_suites.maze import PointMazeEnv, PointMazeSuite
 from task_suites.point_mass import PointMassEnv, PointMassSuite
-from task_suites.registration import METAWORLD_ID, POINT_MASS_ID, POINT_MAZE_ID, register_envs
+from task_suites.registration import METAWORLD_ID, MUJOCO_PARAM_ID, POINT_MASS_ID, POINT_MAZE_ID, register_envs
 
 __all__ = ["make", "Task", "BaseSuite", "PointMassSuite", "PointMassEnv", "PointMazeSuite", "PointMazeEnv", "NAMES", "POINT_MASS_ID",
-           "POINT_MAZE_ID", "METAWORLD_ID"]
+           "POINT_MAZE_ID", "METAWORLD_ID", "MUJOCO_PARAM_ID"]
 
 register_envs()
 
-NAMES = ("ml10", "ml45", "ml1:<env-name>", "custom:<train,...>|<test,...>", "point-mass", "point-maze")
+NAMES = ("ml10", "ml45", "ml1:<env-name>", "custom:<train,...>|<test,...>", "point-mass", "point-maze",
+         "cadm:halfcheetah-mass", "cadm:halfcheetah-damping", "cadm:ant-mass", "cadm:ant-damping",
+         "cadm:crippled-halfcheetah", "cadm:slim-humanoid")
 
 
 def make(name: str, seed: int = 0, **kwargs) -> BaseSuite:
@@ -58,6 +66,12 @@ def make(name: str, seed: int = 0, **kwargs) -> BaseSuite:
         return PointMassSuite(seed=seed, **kwargs)
     if low == "point-maze":
         return PointMazeSuite(seed=seed, **kwargs)
+    if low.startswith("cadm:"):
+        from task_suites.mujoco_params import SUITES, MuJoCoParamSuite
+
+        if low not in SUITES:
+            raise ValueError(f"name: expected one of {NAMES}, got {name!r}")
+        return MuJoCoParamSuite(low, seed=seed, **kwargs)
     from task_suites.metaworld_suite import MetaWorldSuite
 
     if low == "ml10":

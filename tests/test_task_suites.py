@@ -103,7 +103,7 @@ def test_registration_is_idempotent():
         importlib.reload(task_suites)
         task_suites.registration.register_envs()
     assert {k for k in gym.registry if k.startswith("task_suites/")} == set(before) == {
-        "task_suites/PointMass-v0", "task_suites/PointMaze-v0", "task_suites/MetaWorld-v0"}
+        "task_suites/PointMass-v0", "task_suites/PointMaze-v0", "task_suites/MetaWorld-v0", "task_suites/MuJoCoParam-v0"}
 
 
 def test_point_mass_async_vec_env_matches_sync(pm_suite):
