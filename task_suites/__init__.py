@@ -8,6 +8,7 @@ Names:
     ``"cadm:halfcheetah-mass"``, ``"cadm:halfcheetah-damping"``, ``"cadm:ant-mass"``, ``"cadm:ant-damping"``,
     ``"cadm:crippled-halfcheetah"``, ``"cadm:slim-humanoid"``: CaDM's parametric-dynamics suites over Gymnasium's
     MuJoCo v5 envs (mass / damping factors, a crippled actuator); see :mod:`task_suites.mujoco_params`.
+    ``"grbal:crippled-ant"``: GrBAL's crippled-leg Ant (Ant-v5, one leg's two actuators off), same module.
 
 Every suite's ``make_env(task, seed)`` returns a registered gymnasium env, exactly what ``gym.make``
 of its id returns (with the ``TimeLimit``). The ids are registered at ``import task_suites``:
@@ -22,7 +23,7 @@ of its id returns (with the ``TimeLimit``). The ids are registered at ``import t
     prefix names the suite: ``ml10``, ``ml45``, ``ml1:<env>``, ``custom:<train>|<test>``), ``suite_seed``
     (the seed the suite was made with, default 0), ``render_mode``; 500 steps per episode, goal hidden.
 ``"task_suites/MuJoCoParam-v0"``
-    One task of a CaDM suite by its stable id: ``task_id="cadm:halfcheetah-mass/test/03"``, ``suite`` (optional,
+    One task of a CaDM or GrBAL suite by its stable id: ``task_id="cadm:halfcheetah-mass/test/03"``, ``suite`` (optional,
     the id's prefix), ``suite_seed`` (default 0), ``render_mode``; 1000 steps per episode.
 
 Example:
@@ -53,7 +54,7 @@ register_envs()
 
 NAMES = ("ml10", "ml45", "ml1:<env-name>", "custom:<train,...>|<test,...>", "point-mass", "point-maze",
          "cadm:halfcheetah-mass", "cadm:halfcheetah-damping", "cadm:ant-mass", "cadm:ant-damping",
-         "cadm:crippled-halfcheetah", "cadm:slim-humanoid")
+         "cadm:crippled-halfcheetah", "cadm:slim-humanoid", "grbal:crippled-ant")
 
 
 def make(name: str, seed: int = 0, **kwargs) -> BaseSuite:
@@ -66,7 +67,7 @@ def make(name: str, seed: int = 0, **kwargs) -> BaseSuite:
         return PointMassSuite(seed=seed, **kwargs)
     if low == "point-maze":
         return PointMazeSuite(seed=seed, **kwargs)
-    if low.startswith("cadm:"):
+    if low.startswith(("cadm:", "grbal:")):
         from task_suites.mujoco_params import SUITES, MuJoCoParamSuite
 
         if low not in SUITES:

@@ -1,8 +1,8 @@
-"""Parametric-dynamics MuJoCo suites of CaDM (Lee et al. 2020) over Gymnasium's MuJoCo v5 envs.
+"""Parametric-dynamics MuJoCo suites of CaDM (Lee et al. 2020) and GrBAL over Gymnasium's MuJoCo v5 envs.
 
 Each task scales the MuJoCo model's parameters of one Gymnasium v5 env by the task's factors, from the
 env's defaults (a fresh env per task: factors never compound): ``body_mass`` (``mass``), ``dof_damping``
-(``damping``), or sets an actuator's gear to 0 (``crippled``: that actuator's control has no effect).
+(``damping``), or sets actuators' gears to 0 (``crippled``: those actuators' controls have no effect).
 
 Suites (names for ``task_suites.make``), with their train / test factor sets:
 
@@ -18,8 +18,20 @@ Suites (names for ``task_suites.make``), with their train / test factor sets:
 ``"cadm:slim-humanoid"`` (``Humanoid-v5`` without cinert, cvel, qfrc_actuator and cfrc_ext: 45 observation dims)
     mass and damping scaled together: train every pair of {0.8, 0.9, 1.0, 1.15, 1.25}; test the pairs
     within each of CaDM's four test groups {0.4, 0.5}, {0.6, 0.7}, {1.5, 1.6}, {1.7, 1.8}.
+``"grbal:crippled-ant"`` (``Ant-v5``)
+    GrBAL's (Nagabandi, Clavera et al. 2019) crippled Ant: one crippled leg per task, both of its actuators
+    (hip and ankle) given gear 0. Train: GrBAL's legs 0, 1, 2 (actuators (2, 3) ``hip_1``/``ankle_1``, front
+    left; (4, 5) ``hip_2``/``ankle_2``, front right; (6, 7) ``hip_3``/``ankle_3``, back); test: leg 3
+    (actuators (0, 1) ``hip_4``/``ankle_4``, right back). From ``learning_to_adapt/envs/ant_env.py``
+    (iclavera/learning_to_adapt), whose ``reset_task`` draws a train leg with ``randint(0, 3)`` ("0 1 2 are
+    train... 3 is test") and masks those actions; its geom names match v5's Ant. GrBAL also halves the
+    crippled leg's geoms (radius and length) and pulls its ankle geom up to the thigh; this suite does not
+    (the leg keeps its shape and hangs limp). GrBAL's Ant reward (forward velocity + 0.05, no control or
+    contact cost, no termination) is not v5's either. Episodes last 1000 steps like the other suites: GrBAL's
+    Ant episode length is not in its released code (its sweep script's ``max_path_length`` is 100, for
+    HalfCheetah); pass ``max_episode_steps=100`` for that length.
 
-The sets are CaDM's ``cadm/envs/config.py`` (younggyoseo/CaDM), where a test range ``[[a, b], [c, d]]`` is
+The CaDM sets are CaDM's ``cadm/envs/config.py`` (younggyoseo/CaDM), where a test range ``[[a, b], [c, d]]`` is
 the set of mass factors {a, b} and damping factors {c, d}. Unlike CaDM, the mass and damping suites vary one
 parameter each (CaDM's HalfCheetah draws both), and tasks are fixed factors rather than a redraw at every reset.
 Episodes last 1000 steps (CaDM's ``max_path_length``). Rewards, terminations, observations and reset noise are
@@ -71,11 +83,13 @@ SUITES: dict[str, dict] = {
                           test=(0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)),
     "cadm:ant-damping": dict(env="Ant-v5", params=("damping",), train=_CHEETAH_TRAIN, test=_CHEETAH_TEST),
     "cadm:crippled-halfcheetah": dict(env="HalfCheetah-v5", params=("crippled",), train=(0, 1, 2, 3), test=(4, 5)),
+    "grbal:crippled-ant": dict(env="Ant-v5", params=("crippled",), train=((2, 3), (4, 5), (6, 7)), test=((0, 1),)),
     "cadm:slim-humanoid": dict(env="Humanoid-v5", env_kwargs=_SLIM, params=("mass", "damping"),
                                train=_pairs(_HUMANOID_TRAIN),
                                test=tuple(p for g in _HUMANOID_GROUPS for p in _pairs(g))),
 }
-"""Each suite's Gymnasium env, the parameters its tasks set, and its train and test factor sets."""
+"""Each suite's Gymnasium env, the parameters its tasks set, and its train and test factor sets (for
+``crippled``: an actuator index, or a tuple of those crippled together)."""
 
 
 def _spec(name) -> tuple[str, dict]:
@@ -98,7 +112,7 @@ def _payload(name: str, split: str, index: int, seed: int) -> dict:
     out = {"env": spec["env"], "mass": 1.0, "damping": 1.0, "crippled": ()}
     params = spec["params"]
     if params == ("crippled",):
-        out["crippled"] = (int(value),)
+        out["crippled"] = tuple(int(j) for j in value) if isinstance(value, tuple) else (int(value),)
     elif params == ("mass", "damping"):
         out["mass"], out["damping"] = float(value[0]), float(value[1])
     else:
@@ -168,7 +182,7 @@ def make_param_env(task_id: str, suite: str | None = None, suite_seed: int = 0,
 
 
 class MuJoCoParamSuite(BaseSuite):
-    """A CaDM parametric-dynamics suite: one Gymnasium v5 MuJoCo env, tasks differing in physical factors.
+    """A CaDM (or GrBAL) parametric-dynamics suite: one Gymnasium v5 MuJoCo env, tasks differing in physical factors.
 
     Task ``i`` of a split holds the ``i``-th value of the split's sorted factor set (so the default task
     counts give each value once, in order, whatever the seed); tasks past the set's size draw a value
@@ -185,6 +199,9 @@ class MuJoCoParamSuite(BaseSuite):
         >>> suite = MuJoCoParamSuite("cadm:crippled-halfcheetah")
         >>> [t.payload["crippled"] for t in suite.test_tasks]
         [(4,), (5,)]
+        >>> ant = MuJoCoParamSuite("grbal:crippled-ant")
+        >>> [t.payload["crippled"] for t in ant.train_tasks], ant.test_tasks[0].payload["crippled"]
+        ([(2, 3), (4, 5), (6, 7)], (0, 1))
     """
 
     def __init__(self, name: str, seed: int = 0, num_train: int | None = None, num_test: int | None = None,

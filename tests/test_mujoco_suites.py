@@ -63,13 +63,40 @@ def test_crippled_actuator_does_not_act():
     assert suite.make_env(task).unwrapped.model.actuator_gear[4, 0] == 0.0
 
 
+def test_grbal_crippled_ant_leg_does_not_act():
+    suite = task_suites.make("grbal:crippled-ant")
+    # GrBAL's ant_env.py: legs 0, 1, 2 train (actuators 2-3, 4-5, 6-7), leg 3 test (actuators 0-1)
+    assert [t.payload["crippled"] for t in suite.train_tasks] == [(2, 3), (4, 5), (6, 7)]
+    assert [t.payload["crippled"] for t in suite.test_tasks] == [(0, 1)]
+    assert [t.id for t in suite.tasks] == ["grbal:crippled-ant/train/00", "grbal:crippled-ant/train/01",
+                                           "grbal:crippled-ant/train/02", "grbal:crippled-ant/test/00"]
+    task = suite.test_tasks[0]
+    env = suite.make_env(task)
+    model = env.unwrapped.model
+    np.testing.assert_array_equal(model.actuator_gear[:, 0], [0, 0, 150, 150, 150, 150, 150, 150])
+    assert [model.joint(int(model.actuator_trnid[j, 0])).name for j in (0, 1)] == ["hip_4", "ankle_4"]
+    steps = 10
+    acts = np.random.default_rng(2).uniform(-1, 1, (steps, 8))
+    crippled_changed, healthy_changed = acts.copy(), acts.copy()
+    crippled_changed[:, :2] = -acts[:, :2]  # only the crippled leg's actions change
+    healthy_changed[:, 2:4] = -acts[:, 2:4]  # only a healthy leg's actions change
+    base = _rollout(env, steps=steps, actions=acts)
+    np.testing.assert_array_equal(base, _rollout(suite.make_env(task), steps=steps, actions=crippled_changed))
+    assert np.abs(base - _rollout(suite.make_env(task), steps=steps, actions=healthy_changed)).max() > 1e-3
+    # a train task cripples another leg: there leg 3's actions act
+    train = suite.make_env(suite.train_tasks[0])
+    np.testing.assert_array_equal(train.unwrapped.model.actuator_gear[:, 0], [150, 150, 0, 0, 150, 150, 150, 150])
+    assert np.abs(_rollout(train, steps=steps, actions=acts)
+                  - _rollout(suite.make_env(suite.train_tasks[0]), steps=steps, actions=crippled_changed)).max() > 1e-3
+
+
 @pytest.mark.parametrize("name", sorted(SUITES))
 def test_splits_ids_and_ranges(name):
     suite = task_suites.make(name, seed=3)
     spec = SUITES[name]
     assert len(suite.train_tasks) == len(spec["train"]) and len(suite.test_tasks) == len(spec["test"])
-    assert not set(spec["train"]) & set(spec["test"])  # disjoint, as CaDM's are
-    assert suite.test_tasks[1].id == f"{name}/test/01"
+    assert not set(spec["train"]) & set(spec["test"])  # disjoint, as CaDM's and GrBAL's are
+    assert suite.test_tasks[-1].id == f"{name}/test/{len(spec['test']) - 1:02d}"
     assert suite.max_episode_steps == 1000
     again = task_suites.make(name, seed=3)
     assert [t.payload for t in again.tasks] == [t.payload for t in suite.tasks]
