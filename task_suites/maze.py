@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from task_suites.base import BaseSuite, Task
-from task_suites.point_mass import BOUND, DT, BatchedPointVecEnv, _check_env_args, _observation_space
+from task_suites.point_mass import BOUND, DT, BatchedPointVecEnv, _check_env_args, _observation_space, top_view
 from task_suites.registration import POINT_MAZE_ID
 
 __all__ = ["PointMazeSuite", "PointMazeEnv", "PointMazeVecEnv", "WALLS", "SUCCESS_RADIUS"]
@@ -164,20 +164,7 @@ class PointMazeEnv(gym.Env):
         """A ``(64, 64, 3)`` uint8 top view in ``"rgb_array"`` mode, else ``None``."""
         if self.render_mode != "rgb_array":
             return None
-        size = 64
-        img = np.full((size, size, 3), 255, dtype=np.uint8)
-        yy, xx = np.mgrid[0:size, 0:size]
-        wx = xx / (size - 1) * 2 * BOUND - BOUND  # world coordinates of each pixel (row 0 at the top)
-        wy = (size - 1 - yy) / (size - 1) * 2 * BOUND - BOUND
-        img[_blocked(wx, wy, self.walls)] = (120, 120, 120)
-
-        def disc(p, color):
-            cx, cy = ((np.asarray(p) + BOUND) / (2 * BOUND) * (size - 1))
-            img[(xx - cx) ** 2 + (yy - (size - 1 - cy)) ** 2 <= 6] = color
-
-        disc(self.goal, (220, 40, 40))
-        disc(self.pos[0], (40, 70, 220))
-        return img
+        return top_view(self.goal, self.pos[0], lambda x, y: _blocked(x, y, self.walls))
 
 
 class PointMazeSuite(BaseSuite):

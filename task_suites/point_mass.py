@@ -213,17 +213,26 @@ class PointMassEnv(gym.Env):
         """A ``(64, 64, 3)`` uint8 top view in ``"rgb_array"`` mode, else ``None``."""
         if self.render_mode != "rgb_array":
             return None
-        size = 64
-        img = np.full((size, size, 3), 255, dtype=np.uint8)
-        yy, xx = np.mgrid[0:size, 0:size]
+        return top_view(self.goal, self.pos[0])
 
-        def disc(p, color):
-            cx, cy = ((np.asarray(p) + BOUND) / (2 * BOUND) * (size - 1))
-            img[(xx - cx) ** 2 + (yy - (size - 1 - cy)) ** 2 <= 6] = color
 
-        disc(self.goal, (220, 40, 40))
-        disc(self.pos[0], (40, 70, 220))
-        return img
+def top_view(goal, pos, blocked=None, size: int = 64) -> np.ndarray:
+    """A ``(size, size, 3)`` uint8 view of the arena from above: the goal red, the mass blue, and in grey the pixels
+    where ``blocked(x, y)`` (world coordinates, arrays) is true (the maze's walls)."""
+    img = np.full((size, size, 3), 255, dtype=np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size]
+    if blocked is not None:
+        wx = xx / (size - 1) * 2 * BOUND - BOUND  # world coordinates of each pixel (row 0 at the top)
+        wy = (size - 1 - yy) / (size - 1) * 2 * BOUND - BOUND
+        img[blocked(wx, wy)] = (120, 120, 120)
+
+    def disc(p, color):
+        cx, cy = ((np.asarray(p) + BOUND) / (2 * BOUND) * (size - 1))
+        img[(xx - cx) ** 2 + (yy - (size - 1 - cy)) ** 2 <= 6] = color
+
+    disc(goal, (220, 40, 40))
+    disc(pos, (40, 70, 220))
+    return img
 
 
 class PointMassSuite(BaseSuite):

@@ -206,10 +206,12 @@ class HierarchicalPlanner(Planner):
         offset = torch.zeros(b, dtype=torch.long, device=dev) if offset is None else offset.to(dev)
         env = torch.arange(b, device=dev)
         steps = self.lookahead if steps is None else steps
+        aa = acts.expand(b, p, s, a).reshape(b, p * s, a)  # the same tried actions at every step
+        if not batched:
+            aa = aa[0]
         for t in range(steps):
             oo = o[:, :, None, :].expand(b, p, s, o.shape[-1]).reshape(b, p * s, -1)
-            aa = acts.expand(b, p, s, a).reshape(b, p * s, a)
-            pred = model.predict(oo, aa) if batched else model.predict(oo[0], aa[0])
+            pred = model.predict(oo, aa) if batched else model.predict(oo[0], aa)
             nxt = pred.next_obs.reshape(b, p, s, -1)
             rew = pred.reward.reshape(b, p, s)
             here = nxt[..., dims]  # (B, P, S, D); with momentum, where the move would carry on to:
