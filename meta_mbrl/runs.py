@@ -440,7 +440,7 @@ def train_run(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = True,
                 model_based_meta_train(
                     learner, suite, select_tasks(suite.train_tasks, t.mb_tasks_per_class), buffer,
                     lambda lr, n: build_agent(cfg, lr, suite, n, t.mb_bonus_weight, t.mb_reward_weight),
-                    rounds=t.mb_rounds,
+                    rounds=t.mb_rounds, episodes_per_task=t.mb_episodes_per_task,
                     steps_per_round=-(-t.steps // t.mb_rounds), run_dir=run, seed=cfg.seed, progress=progress,
                     **train_kwargs,
                 )

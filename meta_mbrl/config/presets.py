@@ -5,7 +5,11 @@
 ``ml1`` trains the value-guided agent on one Meta-World class (``--suite ml1:push-v3``) and scores 10 test
 goals, one sub-env at a time (Meta-World's judge counts the first episodes to finish per class, so several sub-envs
 of one class favour the episodes that end early on success), each with 10 adaptation and 3 scored episodes.
-``full`` is meant for a GPU machine (``--device cuda``). ``test`` is a seconds-long smoke run for CI.
+``mujoco`` reproduces CaDM's model-based protocol on the parametric-dynamics MuJoCo suites (``--suite
+cadm:halfcheetah-mass`` and the rest): 20 rounds of 2 episodes per training task (200k env steps on a 5-task suite,
+CaDM's budget), a 4x200 swish model, the CaDM learner with its 256-128-64 encoder and 10-d context, every test task
+scored with 1 adaptation and 1 scored 1000-step episode; the planner is smaller than CaDM's (CEM 100 x H15 x 3
+iterations, not 200 x H30) so that one suite runs on one CPU core in about an hour. ``full`` is meant for a GPU machine (``--device cuda``). ``test`` is a seconds-long smoke run for CI.
 """
 
 # the recommended few-shot setting (issue: adaptation that improves with context): ALPaCA with a recency-weighted
@@ -29,6 +33,14 @@ PRESETS: dict[str, dict[str, object]] = {
     "long": {
         **_RECOMMENDED, "data.tasks_per_class": 0, "train.steps": 10_000, "train.checkpoint_every": 1000,
         "kshot.tasks_per_class": 5, "kshot.windows": 16, "kshot.oracle_steps": 5000,
+    },
+    "mujoco": {
+        "data.tasks_per_class": 0, "data.episodes_per_task": 2, "model.hidden": (200, 200, 200, 200),
+        "learner.name": "cadm", "learner.cadm.encoder_hidden": (256, 128, 64), "train.steps": 20_000,
+        "train.mb_rounds": 20, "train.mb_tasks_per_class": 0, "train.mb_episodes_per_task": 2,
+        "train.checkpoint_every": 1000, "kshot.ks": (8, 32, 128), "kshot.tasks_per_class": 16,
+        "planner.horizon": 15, "planner.population": 100, "planner.iterations": 3, "control.online": True,
+        "agent.env_steps": 0,
     },
     "full": {
         "data.tasks_per_class": 0, "data.episodes_per_task": 2, "model.hidden": (512, 512, 512), "train.steps": 20_000,

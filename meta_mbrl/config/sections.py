@@ -344,6 +344,9 @@ class TrainSection:
     tasks (PETS / GrBAL). 1 trains on exploration data only."""
     mb_tasks_per_class: int = 1
     """Training tasks (goals) per class the agent collects on in each model-based round; 0 means all."""
+    mb_episodes_per_task: int = 1
+    """Agent episodes per task in each model-based round (CaDM: 10 rollouts over its training range per
+    iteration, i.e. 2 per task on a 5-task suite)."""
     mb_bonus_weight: float = 0.0
     """Weight of the ensemble-disagreement bonus when the agent collects on training tasks in model-based rounds
     (Plan2Explore / MAX: the members' variance about the next observation, in normalized Δobs units, summed over the
@@ -359,7 +362,8 @@ class TrainSection:
     """Also write TensorBoard logs (needs the tensorboard extra)."""
 
     def __post_init__(self):
-        for n in ("steps", "tasks_per_batch", "support", "query", "mb_rounds", "checkpoint_every", "log_every"):
+        for n in ("steps", "tasks_per_batch", "support", "query", "mb_rounds", "mb_episodes_per_task", "checkpoint_every",
+                  "log_every"):
             _int(self, n)
         _int(self, "mb_tasks_per_class", 0)
         _int(self, "support_max", 0)
