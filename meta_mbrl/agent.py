@@ -73,6 +73,8 @@ class MetaMBRLAgent:
             (the policy's mean action, no planning) for scored actions.
         plan_share: with ``actor_critic``: the share of exploring steps (``adapt_action``) that are planned
             (with the policy's proposals) instead of sampled from the policy.
+        reward_fn: ``None`` or a known reward ``(obs, act, next_obs) -> reward`` the planner uses instead of the
+            model's (see :class:`~meta_mbrl.planning.MPCController`), e.g. ``suite.reward_fn``.
 
     Example:
         >>> import numpy as np, torch
@@ -106,6 +108,7 @@ class MetaMBRLAgent:
         mode: str = "plan",
         plan_share: float = 0.0,
         policy_samples: int = 24,
+        reward_fn=None,
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs: expected >= 1, got {num_envs}")
@@ -134,7 +137,8 @@ class MetaMBRLAgent:
         self.controller = MPCController(planner, num_envs=self.num_envs, replan_every=replan_every, device=self.device,
                                         particles=particles, propagation=propagation, seed=seed,
                                         bonus_weight=bonus_weight, reward_weight=reward_weight,
-                                        policy_samples=policy_samples if actor_critic is not None else 0)
+                                        policy_samples=policy_samples if actor_critic is not None else 0,
+                                        reward_fn=reward_fn)
         self._gen = torch.Generator(device=self.device)
         self._gen.manual_seed(int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
         self._rng = np.random.default_rng(seed)

@@ -125,7 +125,20 @@ def build_agent(cfg: RunConfig, learner, suite, num_envs: int, bonus_weight: flo
         learner, build_planner(cfg, suite), num_envs=num_envs, online=c.online, context_size=c.context_size,
         explore_noise=c.explore_noise, adapt_opts=adapt_opts(cfg), particles=cfg.planner.particles or None,
         propagation=cfg.planner.propagation, seed=cfg.seed, bonus_weight=bonus_weight, reward_weight=reward_weight,
+        reward_fn=known_reward_fn(cfg, suite),
     )
+
+
+def known_reward_fn(cfg: RunConfig, suite):
+    """The suite's ``reward_fn`` if ``planner.known_reward`` is set (else None); a clear error if it has none."""
+    if not cfg.planner.known_reward:
+        return None
+    fn = getattr(suite, "reward_fn", None)
+    if fn is None:
+        raise ValueError(f"planner.known_reward: expected a suite with a known reward function (suite.reward_fn: the "
+                         f"MuJoCo HalfCheetah suites), got {getattr(suite, 'name', suite)!r}, which has none; plan with "
+                         f"the learned reward (--no-plan-known-reward)")
+    return fn
 
 
 def build_actor_critic(cfg: RunConfig, suite):
@@ -157,7 +170,7 @@ def build_value_agent(cfg: RunConfig, learner, actor_critic, suite, num_envs: in
                       iterations=a.iterations, seed=seed, device=cfg.device)
     return MetaMBRLAgent(learner, planner, num_envs=num_envs, adapt_opts=adapt_opts(cfg), seed=seed,
                          actor_critic=actor_critic, mode=a.mode, plan_share=a.plan_share, policy_samples=a.policy_samples,
-                         online=c.online, context_size=c.context_size)
+                         online=c.online, context_size=c.context_size, reward_fn=known_reward_fn(cfg, suite))
 
 
 def load_value_agent(run: Path, learner, device: str = "cpu"):
@@ -264,6 +277,7 @@ def check_before_work(cfg: RunConfig):
                              f"{cfg.data.demo_episodes_per_task}") from None
     check_kshot_fits(cfg, suite)
     adapt_opts(cfg)
+    known_reward_fn(cfg, suite)  # a suite without a known reward refuses planner.known_reward before any work
     return suite
 
 

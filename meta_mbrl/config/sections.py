@@ -458,9 +458,14 @@ class PlannerSection:
     level's compute divided by n)."""
     low_level: Literal["cem", "none"] = "cem"
     """Hierarchical: refine the best path's actions with a CEM towards the first subgoal (cem) or play them (none)."""
+    known_reward: bool = False
+    """Plan with the suite's known reward function of the predicted transition (suite.reward_fn: the MuJoCo
+    HalfCheetah suites) instead of the model's learned reward, as CaDM and PETS do; every agent of the run
+    (model-based rounds, control, the value-guided agent) plans with it. The model still learns the reward."""
 
     def __post_init__(self):
         _choice(self, "name")
+        _bool(self, "known_reward")
         for n in ("horizon", "population", "iterations", "segment", "num_subgoals", "subgoal_iterations",
                   "track_samples", "subgoal_every"):
             _int(self, n)

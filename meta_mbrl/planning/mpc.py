@@ -59,6 +59,9 @@ class MPCController:
         reward_weight: weight (>= 0) of the imagined return.
         policy_samples: action sequences ``M`` (>= 0) rolled out from the policy prior when ``act`` is given a
             ``policy`` (TD-MPC2: 24); 0 plans without them.
+        reward_fn: ``None`` (the model's reward) or a known reward ``(obs, act, next_obs) -> reward`` that replaces
+            the model's in every imagined step (:class:`~meta_mbrl.models.KnownRewardModel`; CaDM and PETS plan
+            with the env's reward function).
 
     Shapes:
         ``act(obs (B, O), model) -> actions (B, A)`` (numpy float32); ``last_plan``: ``(B, H, A)``;
@@ -85,7 +88,11 @@ class MPCController:
     def __init__(self, planner: Planner, num_envs: int = 1, replan_every: int = 1, discount: float = 1.0,
                  device: torch.device | str = "cpu", particles: int | None = None, propagation: str = "ts1",
                  seed: int | None = None, bonus_weight: float = 0.0, reward_weight: float = 1.0,
-                 policy_samples: int = 24):
+                 policy_samples: int = 24, reward_fn=None):
+        if reward_fn is not None and not callable(reward_fn):
+            raise ValueError(f"reward_fn: expected None or a callable (obs, act, next_obs) -> reward, got "
+                             f"{type(reward_fn).__name__}")
+        self.reward_fn = reward_fn
         for attr in ("plan", "horizon", "action_low", "action_high"):
             if not hasattr(planner, attr):
                 raise ValueError(f"planner: expected a Planner with a {attr!r} attribute, got {type(planner).__name__}")
@@ -218,6 +225,10 @@ class MPCController:
             ValueError: if ``obs`` is not ``(B, O)``, not floats, or does not match the model; on a bad ``value``
                 or ``policy``; with a policy, if the planner's ``plan`` takes no ``proposals`` (naming ``planner``).
         """
+        if self.reward_fn is not None:
+            from meta_mbrl.models.known_reward import KnownRewardModel
+
+            model = KnownRewardModel(model, self.reward_fn)
         obs = self._obs(obs, model)
         if policy is not None and not callable(policy):
             raise ValueError(f"policy: expected None or a callable mapping observations (B, M, O) to actions (B, M, A), "
