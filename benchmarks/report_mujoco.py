@@ -11,7 +11,11 @@ Reads run directories written by ``meta-mbrl train --preset mujoco --suite cadm:
   per learner and K, with the naive predictors (persistence, context mean, ridge on the context), the unadapted
   prior and the per-task oracle.
 
-    python benchmarks/report_mujoco.py RUN_DIR [RUN_DIR ...]
+``meta-mbrl bench learners --data RUN_DIR/train_buffer.npz --out FILE.csv`` tables (every learner trained on one
+run's data) join with ``--learners FILE.csv``: their per-task control rows (``FILE.control.csv``) and few-shot
+summaries (``FILE.kshot.summary.csv``).
+
+    python benchmarks/report_mujoco.py RUN_DIR [RUN_DIR ...] [--learners FILE.csv ...]
 """
 
 from __future__ import annotations
@@ -52,12 +56,32 @@ def control_rows(run: Path, suite) -> list[dict]:
         agent = label or str(first.get("agent", "flat planner"))
         env_steps = first.get("train_env_steps", first.get("meta_train_env_steps"))
         rows.append(dict(
-            method=f"{cfg['learner']['name']}: {agent}", run=run.name, return_moderate=by.get("moderate"),
+            method=f"{cfg['learner']['name']}: {agent}", run=run.name,
+            reward="known" if cfg["planner"].get("known_reward") else "learned", return_moderate=by.get("moderate"),
             return_extreme=by.get("extreme"), return_all=df["eval_return"].mean(), tasks=len(df),
             env_steps=int(env_steps), track=first.get("track", "rl"), planner=first["planner"],
             plan=f"H{first['plan_horizon']} x {first['plan_population']} x {first['plan_iterations']} it",
             adaptation_episodes=int(first["adaptation_episodes"]), seed=int(first["seed"]),
         ))
+    return rows
+
+
+def learners_rows(path: Path, suite, cfg_of_data: dict | None) -> list[dict]:
+    """Rows of a ``bench learners`` table: one per learner, control by CaDM regime (``FILE.control.csv``)."""
+    ctl = path.with_suffix(".control.csv")
+    if not ctl.exists():
+        return []
+    df = pd.read_csv(ctl)
+    payload = {t.id: t.payload for t in suite.test_tasks}
+    df["regime"] = [cadm_regime(payload[t]) for t in df["task"]]
+    rows = []
+    for name, part in df.groupby("learner", sort=False):
+        by = part.groupby("regime")["eval_return"].mean()
+        rows.append(dict(method=f"{name}: flat planner (bench learners, same data)", run=path.stem,
+                         reward="known" if (cfg_of_data or {}).get("planner", {}).get("known_reward") else "see command",
+                         return_moderate=by.get("moderate"), return_extreme=by.get("extreme"),
+                         return_all=part["eval_return"].mean(), tasks=len(part),
+                         env_steps=int(part["meta_train_env_steps"].iloc[0]), track="rl"))
     return rows
 
 
@@ -73,6 +97,10 @@ def kshot_rows(run: Path) -> pd.DataFrame:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--learners", nargs="*", type=Path, default=[],
+                    help="bench learners tables (FILE.csv, beside FILE.control.csv and FILE.kshot.summary.csv)")
+    ap.add_argument("--data-run", type=Path, default=None,
+                    help="the run directory whose train_buffer.npz the bench learners tables trained on")
     args = ap.parse_args()
     by_suite: dict[str, list[Path]] = {}
     for run in args.runs:
@@ -81,13 +109,27 @@ def main() -> None:
         by_suite.setdefault(_config(run)["data"]["suite"], []).append(run)
     for name, runs in by_suite.items():
         suite = task_suites.make(name, seed=_config(runs[0])["seed"])
-        ours = pd.DataFrame([r for run in runs for r in control_rows(run, suite)])
+        ours = [r for run in runs for r in control_rows(run, suite)]
+        data_cfg = _config(args.data_run) if args.data_run else None
+        for path in args.learners:
+            table_l = pd.read_csv(path)
+            if "suite" in table_l and (table_l["suite"] == name).any():
+                ours += learners_rows(path, suite, data_cfg)
+        ours = pd.DataFrame(ours)
         table = pd.concat([ours, published_table(name)], ignore_index=True)
         slug = name.replace(":", "_").replace("-", "_")
         report(table, f"mujoco_{slug}", f"{name}: mean return of 1000-step test episodes (CaDM regimes)")
-        kshot = pd.concat([kshot_rows(run) for run in runs], ignore_index=True)
+        parts = [kshot_rows(run) for run in runs]
+        for path in args.learners:
+            summ = path.with_suffix(".kshot.summary.csv")
+            if summ.exists() and (pd.read_csv(path)["suite"] == name).any():
+                df = pd.read_csv(summ)
+                df = df[df["split"].isna() | (df["split"] == "test")] if "split" in df else df
+                parts.append(df[[c for c in ("learner", "k", "method", "dyn_mse", "reward_mse", "dyn_mse_h10")
+                                 if c in df]].assign(run=path.stem))
+        kshot = pd.concat(parts, ignore_index=True)
         if len(kshot):
-            wide = kshot.pivot_table(index=["learner", "k"], columns="method", values="dyn_mse").reset_index()
+            wide = kshot.pivot_table(index=["run", "learner", "k"], columns="method", values="dyn_mse").reset_index()
             report(kshot, f"mujoco_{slug}_kshot",
                    f"{name}: few-shot one-step errors on the test tasks (normalized units; tidy)")
             with pd.option_context("display.width", 200, "display.precision", 3):

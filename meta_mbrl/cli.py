@@ -189,6 +189,10 @@ def build_parser(preset: str = "quick", preset_overrides: dict | None = None) ->
                    "family's settings (--maml-*, --cadm-*, ...)")
     _add_preset(p, preset_help)
     p.add_argument("--out", required=True, help="CSV file to write (one row per learner)")
+    p.add_argument("--data", default=None, metavar="FILE.npz",
+                   help="train every learner on this TaskBuffer file (e.g. a run's train_buffer.npz, with its env "
+                        "steps and data sources) instead of collecting the data section's exploration data; its suite "
+                        "must be --suite")
     p.add_argument("--no-control", action="store_true", help="skip the control column")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, defaults)
@@ -334,7 +338,7 @@ def _run(args: argparse.Namespace) -> None:
         from meta_mbrl.meta import LEARNER_NAMES
 
         runs.learners_run(_config(args, overrides), args.learners or list(LEARNER_NAMES), args.out,
-                          control=not args.no_control, progress=progress)
+                          control=not args.no_control, progress=progress, data=args.data)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1070,10 +1070,11 @@ def video_run(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tasks: 
 
 # ---------------------------------------------------------------------------------------------- learner comparison
 def learners_run(cfg: RunConfig, names, out_csv: str | os.PathLike, control: bool = True, progress: bool = True,
-                 out=print) -> pd.DataFrame:
+                 out=print, data: str | os.PathLike | None = None) -> pd.DataFrame:
     """``meta-mbrl bench learners``: every learner on the same data, seed, benchmark windows, oracles and planner.
 
-    Each learner takes its settings from its family's section of ``cfg``. Writes ``out_csv`` (one row per
+    Each learner takes its settings from its family's section of ``cfg``. ``data``: a TaskBuffer file to train on
+    (its tasks must be the suite's training tasks) instead of collecting the data section's exploration data. Writes ``out_csv`` (one row per
     learner) and ``<out_csv stem>.kshot.csv`` (the tidy few-shot rows).
     """
     import dataclasses
@@ -1086,7 +1087,15 @@ def learners_run(cfg: RunConfig, names, out_csv: str | os.PathLike, control: boo
         raise ValueError(f"learners: expected names from {'|'.join(LEARNER_NAMES)}, got {list(names)}")
     suite = check_before_work(cfg)
     seed_everything(cfg.seed)
-    buffer = _collect_train(cfg, suite, progress)
+    if data is not None:
+        buffer = TaskBuffer.load(data)
+        train_ids = {t.id for t in suite.train_tasks}
+        foreign = sorted(set(buffer.task_ids) - train_ids)
+        if foreign:
+            raise ValueError(f"data: expected a TaskBuffer of {suite.name}'s training tasks, got {str(data)!r} holding "
+                             f"tasks {foreign[:3]}")
+    else:
+        buffer = _collect_train(cfg, suite, progress)
     out(f"suite {suite}; training data {buffer}")
 
     def named(name: str) -> RunConfig:
@@ -1113,9 +1122,16 @@ def learners_run(cfg: RunConfig, names, out_csv: str | os.PathLike, control: boo
             raise ValueError(f"kshot.heldout_suite: {held.name} has obs/act dims {(held.obs_dim, held.act_dim)}, the "
                              f"training suite {(suite.obs_dim, suite.act_dim)}")
         heldout = (held.name, held, select_tasks(held.test_tasks, k.tasks_per_class))
+    controls = []
+
+    def control_of(lr):
+        df, info = evaluate_control(named(_name_of(lr)), lr, suite)[:2]
+        controls.append(df.assign(learner=_name_of(lr)))
+        return df, info
+
     table, kshot = compare_learners(
         names, make, train, suite, select_tasks(suite.test_tasks, k.tasks_per_class), buffer, heldout=heldout,
-        control=(lambda lr: evaluate_control(named(_name_of(lr)), lr, suite)[:2]) if control else None, ks=k.ks,
+        control=control_of if control else None, ks=k.ks,
         kshot_kwargs=dict(policy=cfg.data.policy, eval_episodes=k.eval_episodes, oracle_transitions=k.oracle_transitions,
                           oracle_steps=k.oracle_steps, windows=k.windows, eval_length=k.eval_length,
                           scratch_steps=k.scratch_steps),
@@ -1127,6 +1143,9 @@ def learners_run(cfg: RunConfig, names, out_csv: str | os.PathLike, control: boo
     table["steps"] = t.steps
     write_csv(table, out_csv)
     write_csv(kshot, Path(out_csv).with_suffix(".kshot.csv"))
+    if controls:  # per-task control rows of every learner
+        write_csv(pd.concat(controls, ignore_index=True).assign(meta_train_env_steps=buffer.env_steps),
+                  Path(out_csv).with_suffix(".control.csv"))
     if len(kshot):
         from meta_mbrl.evaluation.kshot_stats import kshot_table
 
