@@ -1074,7 +1074,8 @@ def learners_run(cfg: RunConfig, names, out_csv: str | os.PathLike, control: boo
     """``meta-mbrl bench learners``: every learner on the same data, seed, benchmark windows, oracles and planner.
 
     Each learner takes its settings from its family's section of ``cfg``. ``data``: a TaskBuffer file to train on
-    (its tasks must be the suite's training tasks) instead of collecting the data section's exploration data. Writes ``out_csv`` (one row per
+    (its tasks must be the suite's training tasks) instead of collecting the data section's exploration data. Writes
+    ``out_csv`` (one row per
     learner) and ``<out_csv stem>.kshot.csv`` (the tidy few-shot rows).
     """
     import dataclasses

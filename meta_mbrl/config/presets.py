@@ -9,7 +9,8 @@ of one class favour the episodes that end early on success), each with 10 adapta
 cadm:halfcheetah-mass`` and the rest): 20 rounds of 2 episodes per training task (200k env steps on a 5-task suite,
 CaDM's budget), a 4x200 swish model, the CaDM learner with its 256-128-64 encoder and 10-d context, every test task
 scored with 1 adaptation and 1 scored 1000-step episode; the planner is smaller than CaDM's (CEM 100 x H15 x 3
-iterations, not 200 x H30) so that one suite runs on one CPU core in about an hour. ``full`` is meant for a GPU machine (``--device cuda``). ``test`` is a seconds-long smoke run for CI.
+iterations, not 200 x H30) so that one suite runs on one CPU core in about an hour. ``full`` is meant for a GPU
+machine (``--device cuda``). ``test`` is a seconds-long smoke run for CI.
 """
 
 # the recommended few-shot setting (issue: adaptation that improves with context): ALPaCA with a recency-weighted
