@@ -1075,8 +1075,8 @@ def learners_run(cfg: RunConfig, names, out_csv: str | os.PathLike, control: boo
 
     Each learner takes its settings from its family's section of ``cfg``. ``data``: a TaskBuffer file to train on
     (its tasks must be the suite's training tasks) instead of collecting the data section's exploration data. Writes
-    ``out_csv`` (one row per
-    learner) and ``<out_csv stem>.kshot.csv`` (the tidy few-shot rows).
+    ``out_csv`` (one row per learner), ``<out_csv stem>.kshot.csv`` (the tidy few-shot rows) and, with control,
+    ``<out_csv stem>.control.csv`` (every learner's per-task control rows).
     """
     import dataclasses
 
