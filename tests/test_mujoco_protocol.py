@@ -149,10 +149,26 @@ def test_cadm_regimes_and_the_published_table():
     assert len(CADM_TABLE1_MODERATE) == 16
 
 
+def _fake_run(run: Path, returns: dict[int, float], known: bool = True) -> None:
+    """A run directory as ``meta-mbrl train`` writes it, with made-up returns per test task index."""
+    import json
+
+    run.mkdir(parents=True)
+    cfg = {"seed": 0, "data": {"suite": "cadm:halfcheetah-mass"}, "learner": {"name": "cadm"},
+           "planner": {"known_reward": known}}
+    (run / "config.json").write_text(json.dumps({"format": "meta_mbrl.config/2", "config": cfg}))
+    pd.DataFrame([dict(task=f"cadm:halfcheetah-mass/test/{i:02d}", eval_return=r, agent="flat planner",
+                       planner="cem", plan_horizon=15, plan_population=100, plan_iterations=3, adaptation_episodes=1,
+                       seed=0, meta_train_env_steps=200_000, track="rl") for i, r in returns.items()]).to_csv(
+        run / "control.csv", index=False)
+    pd.DataFrame([dict(k=8, method=m, dyn_mse=v, reward_mse=v, dyn_mse_h10=v)
+                  for m, v in (("adapted", 0.1), ("prior", 0.2), ("persistence", 0.5))]).to_csv(
+        run / "kshot.summary.csv", index=False)
+
+
 def test_report_mujoco_sets_a_run_beside_the_published_rows(tmp_path):
     run = tmp_path / "hc"
-    assert main(["train", "--suite", "cadm:halfcheetah-mass", "--preset", "test", "--learner", "cadm",
-                 "--plan-known-reward", "--kshot-tasks-per-class", "2", "--run-dir", str(run), "--no-progress"]) == 0
+    _fake_run(run, {i: float(i) for i in range(8)})  # tasks 2..5 are CaDM's moderate regime (0.4, 0.5, 1.5, 1.6)
     results = tmp_path / "results"
     script = ROOT / "benchmarks" / "report_mujoco.py"
     code = (f"import sys, runpy; sys.path.insert(0, {str(script.parent)!r}); import _common; "
@@ -162,9 +178,15 @@ def test_report_mujoco_sets_a_run_beside_the_published_rows(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     table = pd.read_csv(results / "mujoco_cadm_halfcheetah_mass.csv")
     ours = table[table["run"] == "hc"].iloc[0]
-    assert ours["reward"] == "known" and ours["tasks"] == 8 and ours["env_steps"] == 1000
-    control = pd.read_csv(run / "control.csv")
-    moderate = control[control["task"].str.endswith(("/02", "/03", "/04", "/05"))]["eval_return"].mean()
-    assert ours["return_moderate"] == pytest.approx(moderate)
+    assert ours["reward"] == "known" and ours["tasks"] == 8 and ours["env_steps"] == 200_000
+    assert ours["return_moderate"] == pytest.approx((2 + 3 + 4 + 5) / 4)
+    assert ours["return_extreme"] == pytest.approx((0 + 1 + 6 + 7) / 4)
     assert (table["method"] == "Vanilla DM + CaDM (CaDM paper)").any()
-    assert (results / "mujoco_cadm_halfcheetah_mass_kshot.csv").exists()
+    kshot = pd.read_csv(results / "mujoco_cadm_halfcheetah_mass_kshot.csv")
+    assert set(kshot["method"]) == {"adapted", "prior", "persistence"} and (kshot["learner"] == "cadm").all()
+    bad = tmp_path / "bad"
+    _fake_run(bad, {0: 1.0})
+    (bad / "control.csv").write_text("task,eval_return\nml10/foo,1.0\n")
+    res = subprocess.run([sys.executable, "-c", code.replace(str(run), str(bad))], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode != 0 and "are not test tasks of cadm:halfcheetah-mass" in res.stderr
