@@ -190,3 +190,30 @@ def test_report_mujoco_sets_a_run_beside_the_published_rows(tmp_path):
     res = subprocess.run([sys.executable, "-c", code.replace(str(run), str(bad))], capture_output=True, text=True,
                          timeout=300)
     assert res.returncode != 0 and "are not test tasks of cadm:halfcheetah-mass" in res.stderr
+
+
+@pytest.mark.parametrize("ensemble", [1, 3])
+def test_the_planners_objective_scores_the_known_reward_of_an_adapted_model(ensemble):
+    """The objective's fast paths (predict_unchecked, predict_members_unchecked) must see the known reward too."""
+    from meta_mbrl.meta import Ensemble
+    from meta_mbrl.planning import make_objective
+
+    torch.manual_seed(0)
+
+    net = DynamicsMLP(3, 2, hidden=(16,))
+    learner = MAML(net, inner_lr=0.1) if ensemble == 1 else Ensemble(net, member="maml", size=ensemble)
+    model = learner.prior(2)
+    fn = lambda o, a, n: n[..., 0] - a.square().sum(-1)  # noqa: E731
+    known = KnownRewardModel(model, fn)
+    obs, actions = torch.randn(2, 3), torch.rand(2, 5, 4, 2) * 2 - 1  # (B, N candidates, H, A)
+    for propagation in ("ts1", "mean") if ensemble > 1 else ("ts1",):
+        got = make_objective(known, obs, propagation=propagation, particles=ensemble)(actions)
+        plain = make_objective(model, obs, propagation=propagation, particles=ensemble)(actions)
+        assert not torch.allclose(got, plain)  # the learned reward is not the known one
+        if ensemble == 1:  # a single model's rollout by hand: the sum of the known rewards
+            o, want = obs[:, None].expand(2, 5, 3), torch.zeros(2, 5)
+            for h in range(4):
+                a = actions[:, :, h]
+                n = model.predict(o, a).next_obs
+                want, o = want + fn(o, a, n), n
+            torch.testing.assert_close(got, want)

@@ -10,13 +10,18 @@ from meta_mbrl.types import Prediction
 
 __all__ = ["KnownRewardModel"]
 
+# the model's prediction methods besides ``predict`` that the planners call (objective.py's fast paths); an
+# ensemble's ``predict_members*`` stack the members in front of the inputs' dims, which the reward broadcasts over
+_PREDICTS = ("predict_unchecked", "predict_members", "predict_members_unchecked")
+
 
 class KnownRewardModel:
     """Plans with ``model``'s next observation and a known reward ``reward_fn(obs, act, next_obs)`` (CaDM, PETS).
 
     Every other attribute (``obs_dim``, ``dtype``, ``ensemble_size``, ...) is the wrapped model's, so any
     DynamicsModel (adapted, ensemble, batched over tasks) keeps its shapes; the reward's standard deviation is
-    ``None`` (the function is exact).
+    ``None`` (the function is exact). The planners' fast paths (``predict_unchecked``, ``predict_members``,
+    ``predict_members_unchecked``: an ensemble's members stacked in front) get the known reward too.
 
     Args:
         model: a DynamicsModel (``predict(obs, act) -> Prediction``).
@@ -43,10 +48,18 @@ class KnownRewardModel:
     def __getattr__(self, name):
         if name in ("model", "reward_fn"):  # not yet set (e.g. during unpickling)
             raise AttributeError(name)
-        return getattr(self.model, name)
+        attr = getattr(self.model, name)
+        if name in _PREDICTS and callable(attr):
+            def predict_with_known_reward(obs, act, *args, **kwargs):
+                return self._replace(attr(obs, act, *args, **kwargs), obs, act)
+
+            return predict_with_known_reward
+        return attr
 
     def predict(self, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
-        pred = self.model.predict(obs, act)
+        return self._replace(self.model.predict(obs, act), obs, act)
+
+    def _replace(self, pred: Prediction, obs: torch.Tensor, act: torch.Tensor) -> Prediction:
         reward = self.reward_fn(obs, act, pred.next_obs)
         if tuple(reward.shape) != tuple(pred.reward.shape):
             raise ValueError(f"reward_fn: expected a reward of shape {tuple(pred.reward.shape)} (the model's), got "
