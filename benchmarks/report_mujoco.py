@@ -30,7 +30,7 @@ from _common import report
 import task_suites
 from meta_mbrl.evaluation.published import cadm_regime, published_table
 
-_CONTROLLERS = {"control.csv": None, "control_flat.csv": "flat planner (same prior)"}
+_LABELS = {"control_flat.csv": "flat planner (same prior)"}
 
 
 def _config(run: Path) -> dict:
@@ -42,10 +42,8 @@ def control_rows(run: Path, suite) -> list[dict]:
     cfg = _config(run)
     payload = {t.id: t.payload for t in suite.test_tasks}
     rows = []
-    for name, label in _CONTROLLERS.items():
-        path = run / name
-        if not path.exists():
-            continue
+    for path in sorted(run.glob("control*.csv")):  # control.csv, control_flat.csv, other evaluations (control_*.csv)
+        label = _LABELS.get(path.name)
         df = pd.read_csv(path)
         unknown = sorted(set(df["task"]) - set(payload))
         if unknown:
@@ -55,12 +53,16 @@ def control_rows(run: Path, suite) -> list[dict]:
         first = df.iloc[0]
         agent = label or str(first.get("agent", "flat planner"))
         env_steps = first.get("train_env_steps", first.get("meta_train_env_steps"))
+        policy_mode = "(policy)" in agent  # the policy's mean action: no planner, no reward model
+        plan = "none (policy mean)" if policy_mode else \
+            f"H{first['plan_horizon']} x {first['plan_population']} x {first['plan_iterations']} it"
         rows.append(dict(
-            method=f"{cfg['learner']['name']}: {agent}", run=run.name,
-            reward="known" if cfg["planner"].get("known_reward") else "learned", return_moderate=by.get("moderate"),
-            return_extreme=by.get("extreme"), return_all=df["eval_return"].mean(), tasks=len(df),
-            env_steps=int(env_steps), track=first.get("track", "rl"), planner=first["planner"],
-            plan=f"H{first['plan_horizon']} x {first['plan_population']} x {first['plan_iterations']} it",
+            method=f"{cfg['learner']['name']}: {agent}", run=run.name, file=path.name,
+            reward="n/a" if policy_mode else
+            "known" if first.get("known_reward", cfg["planner"].get("known_reward")) else "learned",
+            return_moderate=by.get("moderate"), return_extreme=by.get("extreme"), return_all=df["eval_return"].mean(), tasks=len(df),
+            env_steps=int(env_steps), track=first.get("track", "rl"), planner="-" if policy_mode else first["planner"],
+            plan=plan,
             adaptation_episodes=int(first["adaptation_episodes"]), seed=int(first["seed"]),
         ))
     return rows
